@@ -1,0 +1,183 @@
+"""Findings and the CDS Hooks 2.0 cards made of them: one card per topic at most.
+
+A finding is what one rule found, with its evidence already in words; a card gathers the
+findings of a topic, names the most important one in its summary and lists them all in its
+detail. No optional field is ever null or empty.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+TOPIC_SYSTEM = "urn:tpi-cds:topic"
+OVERRIDE_SYSTEM = "urn:tpi-cds:override"
+SOURCE_LABEL = "TPI decision support (tpi-cds)"
+SUMMARY_LIMIT = 139
+
+TOPICS = {
+    "tpi-safety": "TPI safety",
+    "tpi-eligibility": "TPI eligibility",
+    "pt-integration": "Physical therapy with TPI",
+    "specialist-referral": "Specialist referral",
+}
+
+OVERRIDE_REASONS = (
+    ("patient-declined", "Patient declined"),
+    ("addressed-elsewhere", "Already addressed elsewhere"),
+    ("clinical-judgment", "Clinical judgment: not applicable to this patient"),
+    ("payer-exception", "Payer exception or prior authorization on file"),
+)
+
+
+class Indicator(IntEnum):
+    INFO = 1
+    WARNING = 2
+    CRITICAL = 3
+
+    @property
+    def code(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True)
+class Link:
+    label: str
+    url: str
+
+
+class Sources:
+    """The public sources the cards rest on (clinical rules page, section 6)."""
+
+    LCD = Link(
+        "Medicare LCD L39671: Trigger Point Injections (2024)",
+        "https://www.cms.gov/medicare-coverage-database/view/lcd.aspx?lcdid=39671",
+    )
+    BCBSA = Link(
+        "BCBSA policy 2.01.103: Trigger Point and Tender Point Injections",
+        "https://www.evidencepositioningsystem.com/_w_/BCBSA/policies/2.01.103",
+    )
+    AETNA = Link(
+        "Aetna CPB 0016: Back Pain - Invasive Procedures",
+        "https://www.aetna.com/cpb/medical/data/1_99/0016.html",
+    )
+    AFP_2023 = Link(
+        "Trigger Point Management, Am Fam Physician 2023;107(2):159-164",
+        "https://www.aafp.org/pubs/afp/issues/2023/0200/trigger-point-management.html",
+    )
+    AFP_2002 = Link(
+        "Trigger Point Injections, Am Fam Physician 2002;65(4):653-660",
+        "https://www.aafp.org/pubs/afp/issues/2002/0215/p653.html",
+    )
+    FARRAR = Link(
+        "Farrar et al., Pain 2001: clinically important change on the 0-10 pain scale",
+        "https://pubmed.ncbi.nlm.nih.gov/11690728/",
+    )
+    SCOTT = Link(
+        "Scott et al., Pain Med 2009: no injectate better than another for TPI",
+        "https://pubmed.ncbi.nlm.nih.gov/18992040/",
+    )
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What one rule found: its severity, a candidate summary, and the evidence in words."""
+
+    rule: str
+    indicator: Indicator
+    title: str
+    summary: str
+    detail: str
+    links: tuple[Link, ...] = ()
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    label: str
+    actions: tuple[dict[str, Any], ...]
+    recommended: bool = False
+
+
+@dataclass
+class TopicAdvice:
+    """A topic's findings and suggestions, ready to become one card."""
+
+    topic: str
+    findings: list[Finding] = field(default_factory=list)
+    suggestions: list[Suggestion] = field(default_factory=list)
+    selection_behavior: str = "at-most-one"
+    footer: str = ""
+    summary: str | None = None
+
+    def add(self, finding: Finding | None) -> None:
+        if finding is not None:
+            self.findings.append(finding)
+
+    def ordered(self) -> list[Finding]:
+        """Most severe first; among equals, in the order the rules were asked."""
+        return sorted(self.findings, key=lambda f: -f.indicator)
+
+
+def build_card(advice: TopicAdvice) -> dict[str, Any] | None:
+    if not advice.findings:
+        return None
+    findings = advice.ordered()
+    indicator = findings[0].indicator
+    summary = advice.summary or findings[0].summary
+    lines = [f"- **{f.title}** ({f.indicator.code}): {f.detail}" for f in findings]
+    if advice.footer:
+        lines += ["", advice.footer]
+    links: dict[str, Link] = {}
+    for finding in findings:
+        for link in finding.links:
+            links.setdefault(link.url, link)
+    card: dict[str, Any] = {
+        "uuid": str(uuid.uuid4()),
+        "summary": shorten(summary),
+        "detail": "\n".join(lines),
+        "indicator": indicator.code,
+        "source": {
+            "label": SOURCE_LABEL,
+            "url": links[next(iter(links))].url if links else Sources.AFP_2023.url,
+            "topic": {
+                "system": TOPIC_SYSTEM,
+                "code": advice.topic,
+                "display": TOPICS[advice.topic],
+            },
+        },
+        "overrideReasons": [
+            {"system": OVERRIDE_SYSTEM, "code": code, "display": display}
+            for code, display in OVERRIDE_REASONS
+        ],
+        "links": [
+            {"label": link.label, "url": link.url, "type": "absolute"} for link in links.values()
+        ],
+    }
+    if advice.suggestions:
+        card["suggestions"] = [suggestion_json(s) for s in advice.suggestions]
+        card["selectionBehavior"] = advice.selection_behavior
+    return card
+
+
+def suggestion_json(suggestion: Suggestion) -> dict[str, Any]:
+    return {
+        "label": suggestion.label,
+        "uuid": str(uuid.uuid4()),
+        "isRecommended": suggestion.recommended,
+        "actions": list(suggestion.actions),
+    }
+
+
+def shorten(text: str) -> str:
+    """Summaries must stay under 140 characters: cut at a word and mark the cut."""
+    if len(text) <= SUMMARY_LIMIT:
+        return text
+    cut = text[: SUMMARY_LIMIT - 1].rsplit(" ", 1)[0].rstrip(",;:")
+    return cut + "…"
+
+
+def join_evidence(items: Sequence[object]) -> str:
+    return "; ".join(str(i) for i in items)

@@ -1,0 +1,124 @@
+"""The orders of the hook: which draft order is a TPI, and what else is being ordered.
+
+This is read from raw JSON before anything else, because order-select fires for every
+order a clinician picks: a request without a TPI order must cost almost nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhir.resources.R4B.medicationrequest import MedicationRequest
+from fhir.resources.R4B.servicerequest import ServiceRequest
+
+from cards.record import parse_resource, raw_codings, resources_in
+from cards.terminology import Terminology
+
+ORDER_HOOKS = ("order-select", "order-sign")
+
+
+@dataclass(frozen=True)
+class TpiOrder:
+    """A TPI draft order: its reference (for a delete suggestion) and its body sites."""
+
+    resource_type: str
+    id: str | None
+    body_sites: tuple[tuple[str, str, str], ...]
+
+    @property
+    def reference(self) -> str | None:
+        return f"{self.resource_type}/{self.id}" if self.id else None
+
+
+@dataclass
+class DraftOrders:
+    """Every draft order of the ordering session (selected or not), typed."""
+
+    medication_requests: list[MedicationRequest] = field(default_factory=list)
+    service_requests: list[ServiceRequest] = field(default_factory=list)
+    skipped: int = 0
+
+
+@dataclass
+class OrderContext:
+    """What the hook tells about this moment: who, for whom, and what is being ordered."""
+
+    hook: str
+    patient_id: str
+    encounter_id: str | None = None
+    user_reference: str | None = None
+    tpi_orders: list[TpiOrder] = field(default_factory=list)
+    drafts: DraftOrders = field(default_factory=DraftOrders)
+
+    @property
+    def is_order_hook(self) -> bool:
+        return self.hook in ORDER_HOOKS
+
+
+def draft_order_resources(context: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(resources_in(context.get("draftOrders")))
+
+
+def find_tpi_orders(hook: str, context: dict[str, Any], terminology: Terminology) -> list[TpiOrder]:
+    """TPI orders among the draft orders; on order-select only those in ``selections``."""
+    if hook not in ORDER_HOOKS:
+        return []
+    tpi = terminology["tpi-procedures"]
+    selections = context.get("selections") if hook == "order-select" else None
+    selected = (
+        {s for s in selections if isinstance(s, str)} if isinstance(selections, list) else set()
+    )
+    found = []
+    for raw in draft_order_resources(context):
+        kind = raw.get("resourceType")
+        if kind not in ("ServiceRequest", "Procedure"):
+            continue
+        if not any(
+            isinstance(c, str) and tpi.contains(s, c) for s, c in raw_codings(raw.get("code"))
+        ):
+            continue
+        rid = raw.get("id") if isinstance(raw.get("id"), str) else None
+        if hook == "order-select" and not _is_selected(kind, rid, selected):
+            continue
+        found.append(TpiOrder(kind, rid, tuple(_body_sites(raw.get("bodySite")))))
+    return found
+
+
+def _is_selected(kind: str, rid: str | None, selected: set[str]) -> bool:
+    if not rid:
+        return False
+    for selection in selected:
+        parts = selection.split("/_history/")[0].rstrip("/").split("/")
+        if len(parts) >= 2 and parts[-2] == kind and parts[-1] == rid:
+            return True
+    return False
+
+
+def _body_sites(value: Any) -> Iterable[tuple[str, str, str]]:
+    if not isinstance(value, list):
+        return
+    for concept in value:
+        if not isinstance(concept, dict):
+            continue
+        for coding in concept.get("coding") or []:
+            if isinstance(coding, dict) and isinstance(coding.get("code"), str):
+                display = coding.get("display") or concept.get("text") or coding["code"]
+                yield (str(coding.get("system") or ""), coding["code"], str(display))
+
+
+def parse_draft_orders(context: dict[str, Any]) -> DraftOrders:
+    drafts = DraftOrders()
+    for raw in draft_order_resources(context):
+        kind = raw.get("resourceType")
+        if kind not in ("MedicationRequest", "ServiceRequest"):
+            continue
+        parsed = parse_resource(raw)
+        if parsed is None:
+            drafts.skipped += 1
+        elif kind == "MedicationRequest":
+            drafts.medication_requests.append(parsed)
+        else:
+            drafts.service_requests.append(parsed)
+    return drafts

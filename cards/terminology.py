@@ -1,0 +1,277 @@
+"""Value sets: the one place that answers "is this code in value set X?".
+
+Code lists are data: FHIR R4 ValueSet resources in ``cards/valuesets/``. Membership is
+the expansion's ``contains`` plus, for ICD-10-CM, ``compose`` filters with ``is-a`` (the
+code family named by the clinical rules). A site can add or replace value sets with a
+folder of its own ValueSet JSON (for example VSAC expansions); a site ValueSet whose
+``compose.include`` names one of ours by ``valueSet`` canonical extends it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+SNOMED = "http://snomed.info/sct"
+LOINC = "http://loinc.org"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+CPT = "http://www.ama-assn.org/go/cpt"
+TEXT_MATCH_EXTENSION = "urn:tpi-cds:extension:text-match"
+BUILTIN_DIR = Path(__file__).parent / "valuesets"
+
+# EHRs send OIDs as often as URLs; both name the same code system.
+SYSTEM_ALIASES = {
+    "urn:oid:2.16.840.1.113883.6.90": ICD10CM,
+    "http://hl7.org/fhir/sid/icd-10": ICD10CM,
+    "urn:oid:2.16.840.1.113883.6.96": SNOMED,
+    "http://snomed.info/sct/": SNOMED,
+    "urn:oid:2.16.840.1.113883.6.1": LOINC,
+    "urn:oid:2.16.840.1.113883.6.88": RXNORM,
+    "http://www.nlm.nih.gov/research/umls/rxnorm/": RXNORM,
+    "urn:oid:2.16.840.1.113883.6.12": CPT,
+    "http://www.ama-assn.org/go/cpt/": CPT,
+}
+
+
+class TerminologyError(ValueError):
+    """A value set file cannot be used; raised at load time, never per request."""
+
+
+def normalize_system(system: str | None) -> str:
+    if not system:
+        return ""
+    system = system.strip()
+    return SYSTEM_ALIASES.get(system, system)
+
+
+def normalize_code(system: str, code: str | None) -> str:
+    """ICD-10-CM codes arrive as ``m7912`` or ``M79.12``; both mean M79.12."""
+    if not code:
+        return ""
+    code = code.strip()
+    if system == ICD10CM:
+        code = code.upper()
+        if "." not in code and len(code) > 3:
+            code = f"{code[:3]}.{code[3:]}"
+    return code
+
+
+@dataclass(frozen=True)
+class Concept:
+    system: str
+    code: str
+    display: str
+
+    def as_coding(self) -> dict[str, str]:
+        return {"system": self.system, "code": self.code, "display": self.display}
+
+
+@dataclass(frozen=True)
+class ValueSet:
+    """A loaded value set: its concepts, is-a families and text fallback names."""
+
+    id: str
+    url: str
+    title: str
+    concepts: tuple[Concept, ...]
+    families: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    excluded_families: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    text_names: tuple[str, ...] = ()
+    _index: Mapping[tuple[str, str], int] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        id: str,
+        url: str,
+        title: str,
+        concepts: Iterable[Concept],
+        families: Mapping[str, tuple[str, ...]] | None = None,
+        excluded_families: Mapping[str, tuple[str, ...]] | None = None,
+        text_names: Iterable[str] = (),
+    ) -> ValueSet:
+        unique: dict[tuple[str, str], Concept] = {}
+        for concept in concepts:
+            unique.setdefault((concept.system, concept.code), concept)
+        ordered = tuple(unique.values())
+        return cls(
+            id=id,
+            url=url,
+            title=title,
+            concepts=ordered,
+            families=dict(families or {}),
+            excluded_families=dict(excluded_families or {}),
+            text_names=tuple(name.lower() for name in text_names),
+            _index={key: rank for rank, key in enumerate(unique)},
+        )
+
+    def contains(self, system: str | None, code: str | None) -> bool:
+        system = normalize_system(system)
+        code = normalize_code(system, code)
+        if not code:
+            return False
+        if (system, code) in self._index:
+            return True
+        if system != ICD10CM:
+            return False
+        if any(code.startswith(root) for root in self.excluded_families.get(system, ())):
+            return False
+        return any(code.startswith(root) for root in self.families.get(system, ()))
+
+    def rank(self, system: str | None, code: str | None) -> int:
+        """Position in the expansion: a lower rank is preferred (e.g. 72514-3 over 38208-5)."""
+        system = normalize_system(system)
+        return self._index.get((system, normalize_code(system, code)), len(self._index))
+
+    def name_in(self, text: str | None) -> str | None:
+        """The first fallback name found in free text (case-insensitive), for local codes."""
+        if not text:
+            return None
+        lowered = text.lower()
+        return next((name for name in self.text_names if name in lowered), None)
+
+    @property
+    def suggested(self) -> Concept:
+        """The concept the service puts into a suggestion: the first of the expansion."""
+        if not self.concepts:
+            raise TerminologyError(f"value set {self.id} has no concepts to suggest")
+        return self.concepts[0]
+
+
+class Terminology(Mapping[str, ValueSet]):
+    """All value sets by id; loaded once per process."""
+
+    def __init__(self, value_sets: Mapping[str, ValueSet]) -> None:
+        self._by_id = dict(value_sets)
+
+    def __getitem__(self, key: str) -> ValueSet:
+        return self._by_id[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_id)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    @classmethod
+    def load(cls, site_dir: str | Path | None = None) -> Terminology:
+        """The built-in value sets, with a site's folder added or replacing by id or url."""
+        raw = {doc["id"]: doc for doc in _read_folder(BUILTIN_DIR)}
+        if site_dir:
+            folder = Path(site_dir)
+            if not folder.is_dir():
+                raise TerminologyError(f"value set folder {folder} does not exist")
+            by_url = {doc.get("url"): vid for vid, doc in raw.items()}
+            for doc in _read_folder(folder, validate=True):
+                target = by_url.get(doc.get("url")) or doc["id"]
+                raw[target] = dict(doc, id=target)
+        resolved: dict[str, ValueSet] = {}
+        for vid in raw:
+            resolved[vid] = _resolve(vid, raw, resolved, stack=())
+        return cls(resolved)
+
+
+def _read_folder(folder: Path, *, validate: bool = False) -> list[dict[str, Any]]:
+    docs = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise TerminologyError(f"{path.name}: not readable JSON ({exc})") from exc
+        if not isinstance(doc, dict) or doc.get("resourceType") != "ValueSet":
+            raise TerminologyError(f"{path.name}: not a FHIR ValueSet")
+        if validate:
+            _validate_value_set(path.name, doc)
+        if not doc.get("id"):
+            raise TerminologyError(f"{path.name}: a ValueSet needs an id")
+        docs.append(doc)
+    return docs
+
+
+def _validate_value_set(name: str, doc: dict[str, Any]) -> None:
+    from fhir.resources.R4B.valueset import ValueSet as ValueSetModel
+    from pydantic import ValidationError
+
+    try:
+        ValueSetModel.model_validate(doc)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise TerminologyError(f"{name}: invalid ValueSet at {where}: {first['msg']}") from exc
+
+
+def _resolve(
+    vid: str,
+    raw: Mapping[str, dict[str, Any]],
+    done: dict[str, ValueSet],
+    stack: tuple[str, ...],
+) -> ValueSet:
+    if vid in done:
+        return done[vid]
+    if vid in stack:
+        raise TerminologyError(f"value set {vid} includes itself")
+    doc = raw[vid]
+    concepts = [
+        _concept(item) for item in _walk_contains(doc.get("expansion", {}).get("contains", []))
+    ]
+    families: dict[str, list[str]] = {}
+    excluded: dict[str, list[str]] = {}
+    text_names = [
+        ext["valueString"]
+        for ext in doc.get("extension", [])
+        if ext.get("url") == TEXT_MATCH_EXTENSION and ext.get("valueString")
+    ]
+    by_url = {d.get("url"): key for key, d in raw.items()}
+    for include in doc.get("compose", {}).get("include", []):
+        for canonical in include.get("valueSet", []):
+            target = by_url.get(canonical.split("|")[0])
+            if target is None:
+                raise TerminologyError(f"value set {vid} includes unknown {canonical}")
+            other = _resolve(target, raw, done, (*stack, vid))
+            concepts.extend(other.concepts)
+            for system, roots in other.families.items():
+                families.setdefault(system, []).extend(roots)
+            text_names.extend(other.text_names)
+        _collect_families(include, families)
+        for concept in include.get("concept", []):
+            system = normalize_system(include.get("system"))
+            concepts.append(
+                Concept(system, normalize_code(system, concept["code"]), concept.get("display", ""))
+            )
+    for exclude in doc.get("compose", {}).get("exclude", []):
+        _collect_families(exclude, excluded)
+    value_set = ValueSet.build(
+        id=vid,
+        url=doc.get("url", f"urn:tpi-cds:valueset:{vid}"),
+        title=doc.get("title") or doc.get("name") or vid,
+        concepts=concepts,
+        families={k: tuple(v) for k, v in families.items()},
+        excluded_families={k: tuple(v) for k, v in excluded.items()},
+        text_names=text_names,
+    )
+    done[vid] = value_set
+    return value_set
+
+
+def _walk_contains(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for item in items:
+        if item.get("code"):
+            yield item
+        yield from _walk_contains(item.get("contains", []))
+
+
+def _concept(item: dict[str, Any]) -> Concept:
+    system = normalize_system(item.get("system"))
+    return Concept(system, normalize_code(system, item["code"]), item.get("display", ""))
+
+
+def _collect_families(include: dict[str, Any], into: dict[str, list[str]]) -> None:
+    system = normalize_system(include.get("system"))
+    for rule in include.get("filter", []):
+        if system == ICD10CM and rule.get("op") in ("is-a", "descendent-of"):
+            into.setdefault(system, []).append(normalize_code(system, rule["value"]))

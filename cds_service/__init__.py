@@ -1,0 +1,1 @@
+"""The CDS Hooks face of tpi-cds: requests, prefetch, configuration, the command line."""
