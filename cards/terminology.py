@@ -22,6 +22,7 @@ RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 CPT = "http://www.ama-assn.org/go/cpt"
 TEXT_MATCH_EXTENSION = "urn:tpi-cds:extension:text-match"
 BUILTIN_DIR = Path(__file__).parent / "valuesets"
+BUILTIN_PREFIX = "builtin:"
 
 # EHRs send OIDs as often as URLs; both name the same code system.
 SYSTEM_ALIASES = {
@@ -169,11 +170,14 @@ class Terminology(Mapping[str, ValueSet]):
             by_url = {doc.get("url"): vid for vid, doc in raw.items()}
             for doc in _read_folder(folder, validate=True):
                 target = by_url.get(doc.get("url")) or doc["id"]
-                raw[target] = dict(doc, id=target)
+                if target in raw and f"{BUILTIN_PREFIX}{target}" not in raw:
+                    # Kept so that the site's ValueSet can include ours by canonical.
+                    raw[f"{BUILTIN_PREFIX}{target}"] = raw[target]
+                raw[target] = dict(doc, id=target, url=raw.get(target, doc).get("url"))
         resolved: dict[str, ValueSet] = {}
         for vid in raw:
             resolved[vid] = _resolve(vid, raw, resolved, stack=())
-        return cls(resolved)
+        return cls({k: v for k, v in resolved.items() if not k.startswith(BUILTIN_PREFIX)})
 
 
 def _read_folder(folder: Path, *, validate: bool = False) -> list[dict[str, Any]]:
@@ -226,10 +230,13 @@ def _resolve(
         for ext in doc.get("extension", [])
         if ext.get("url") == TEXT_MATCH_EXTENSION and ext.get("valueString")
     ]
-    by_url = {d.get("url"): key for key, d in raw.items()}
     for include in doc.get("compose", {}).get("include", []):
         for canonical in include.get("valueSet", []):
-            target = by_url.get(canonical.split("|")[0])
+            url = canonical.split("|")[0]
+            target = next(
+                (k for k, d in raw.items() if d.get("url") == url and k != vid and k not in stack),
+                None,
+            )
             if target is None:
                 raise TerminologyError(f"value set {vid} includes unknown {canonical}")
             other = _resolve(target, raw, done, (*stack, vid))
@@ -247,7 +254,7 @@ def _resolve(
         _collect_families(exclude, excluded)
     value_set = ValueSet.build(
         id=vid,
-        url=doc.get("url", f"urn:tpi-cds:valueset:{vid}"),
+        url=doc.get("url") or f"urn:tpi-cds:valueset:{vid}",
         title=doc.get("title") or doc.get("name") or vid,
         concepts=concepts,
         families={k: tuple(v) for k, v in families.items()},
