@@ -61,7 +61,8 @@ def referral_advice(facts: Facts) -> TopicAdvice:
         advice.suggestions.append(referral_suggestion(facts, category, category == recommended))
     lead = advice.ordered()[0]
     target = f"refer to {SPECIALTY_NAMES[recommended]}" if recommended else "referral in place"
-    advice.summary = f"{lead.summary}: {target}"
+    joiner = "; " if ":" in lead.summary else ": "
+    advice.summary = f"{lead.summary}{joiner}{target}"
     notes = [f"not suggested: {SPECIALTY_NAMES[c]} ({reason})" for c, reason in suppressed]
     if notes:
         advice.footer = "Referral " + "; ".join(notes) + "."
@@ -153,9 +154,9 @@ def _widespread(facts: Facts, *, escalate: bool) -> Finding | None:
             f"TPIs at {len(sites)} different sites in 12 months ({', '.join(sites.values())})"
         )
     summary = (
-        f"Widespread pain ({fibromyalgia[0].text})"
+        f"Widespread pain with {fibromyalgia[0].text}"
         if fibromyalgia
-        else f"TPIs at {len(sites)} different sites in 12 months: widespread pain"
+        else f"TPIs at {len(sites)} different sites in 12 months (widespread pain)"
     )
     return Finding(
         "R3",

@@ -34,7 +34,7 @@ def active_infection(facts: Facts) -> Finding | None:
         "S1",
         Indicator.CRITICAL,
         "Active infection",
-        f"Active infection ({infections[0].text}): do not perform the trigger point injection",
+        f"{infections[0].text} is active: do not perform the trigger point injection",
         f"Active: {join_evidence(infections)}. Do not inject through infected skin or while the "
         "patient is systemically infected; treat the infection first and reorder afterwards.",
         (Sources.AFP_2023, Sources.AFP_2002),
