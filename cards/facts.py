@@ -16,14 +16,12 @@ from cards.policy import PolicyProfile
 from cards.reading import (
     When,
     allergy_is_active,
-    concept_text,
     condition_is_active,
     first_when,
     in_value_set,
     label,
     name_match,
     number,
-    status_code,
 )
 from cards.record import PatientRecord
 from cards.response import (
@@ -145,7 +143,7 @@ class Facts:
             name = name_match(self._medication_concept(request), value_set)
             if name:
                 authored = first_when(request.authoredOn, today=self.today)
-                draft = request in self.orders.drafts.medication_requests
+                draft = any(request is d for d in self.orders.drafts.medication_requests)
                 text = f"{name} (in this order)" if draft else name
                 found.append(Evidence(text, None if draft or authored is None else authored.day))
         return found
@@ -335,7 +333,3 @@ class Facts:
     def order_site_text(self) -> str:
         sites = [s[2] for order in self.orders.tpi_orders for s in order.body_sites]
         return ", ".join(dict.fromkeys(sites))
-
-
-def describe_status(concept: Any) -> str:
-    return status_code(concept) or concept_text(concept)
