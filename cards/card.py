@@ -24,6 +24,8 @@ TOPICS = {
     "pt-integration": "Physical therapy with TPI",
     "specialist-referral": "Specialist referral",
 }
+TOPIC_INDEX = {topic: index for index, topic in enumerate(TOPICS, start=1)}
+UUID_MARK = 0xC5
 
 OVERRIDE_REASONS = (
     ("patient-declined", "Patient declined"),
@@ -135,7 +137,7 @@ def build_card(advice: TopicAdvice) -> dict[str, Any] | None:
         for link in finding.links:
             links.setdefault(link.url, link)
     card: dict[str, Any] = {
-        "uuid": str(uuid.uuid4()),
+        "uuid": card_uuid(advice.topic),
         "summary": shorten(summary),
         "detail": "\n".join(lines),
         "indicator": indicator.code,
@@ -157,15 +159,42 @@ def build_card(advice: TopicAdvice) -> dict[str, Any] | None:
         ],
     }
     if advice.suggestions:
-        card["suggestions"] = [suggestion_json(s) for s in advice.suggestions]
+        card["suggestions"] = [suggestion_json(s, advice.topic) for s in advice.suggestions]
         card["selectionBehavior"] = advice.selection_behavior
     return card
 
 
-def suggestion_json(suggestion: Suggestion) -> dict[str, Any]:
+def card_uuid(topic: str) -> str:
+    """A random RFC 9562 version-8 UUID that also carries the card's topic.
+
+    Feedback names only a card's uuid; reading the topic back from it lets feedback be
+    counted per topic without storing every card the service ever sent.
+    Layout: ``xxxxxxxx-xxxx-8c5T-yxxx-xxxxxxxxxxxx`` with T the topic's index.
+    """
+    raw = bytearray(uuid.uuid4().bytes)
+    field = (0x8 << 12) | (UUID_MARK << 4) | TOPIC_INDEX[topic]
+    raw[6], raw[7] = field >> 8, field & 0xFF
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return str(uuid.UUID(bytes=bytes(raw)))
+
+
+def topic_of_uuid(value: str) -> str | None:
+    """The topic a card (or suggestion) uuid of ours carries, or None."""
+    try:
+        parsed = uuid.UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        return None
+    field = parsed.bytes[6] << 8 | parsed.bytes[7]
+    if field >> 12 != 0x8 or (field >> 4) & 0xFF != UUID_MARK:
+        return None
+    index = field & 0xF
+    return next((t for t, i in TOPIC_INDEX.items() if i == index), None)
+
+
+def suggestion_json(suggestion: Suggestion, topic: str) -> dict[str, Any]:
     return {
         "label": suggestion.label,
-        "uuid": str(uuid.uuid4()),
+        "uuid": card_uuid(topic),
         "isRecommended": suggestion.recommended,
         "actions": list(suggestion.actions),
     }

@@ -16,8 +16,6 @@ from cards import Engine, OrderContext, parse_draft_orders, resources_in
 from cards.orders import ORDER_HOOKS
 from cds_service.services import SERVICES_BY_HOOK, Service
 
-PrefetchFetcher = Callable[[Service, list[str]], Mapping[str, Any]]
-
 
 class InvalidRequestError(ValueError):
     """The body is not a CDS Hooks request this service can answer (HTTP 400)."""
@@ -117,7 +115,7 @@ def evaluate_request(
     today: date,
     engine: Engine,
     service: Service | None = None,
-    fetch_missing: PrefetchFetcher | None = None,
+    fetch_missing: Callable[[HookRequest, Service, list[str]], Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The response body for one hook call (``{"cards": [...]}``)."""
     request = parse_request(body, service)
@@ -129,7 +127,7 @@ def evaluate_request(
     missing = missing_keys(service, prefetch)
     optional = [k for k in ("practitionerRole",) if k not in prefetch]
     if (missing or optional) and fetch_missing is not None:
-        prefetch.update(fetch_missing(service, missing + optional))
+        prefetch.update(fetch_missing(request, service, missing + optional))
         missing = missing_keys(service, prefetch)
     if missing:
         raise MissingPrefetchError(missing)

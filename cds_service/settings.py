@@ -8,6 +8,7 @@ either all at once (``TPI_CDS_POLICY`` = a JSON object) or one by one
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -86,3 +87,83 @@ def _file_values(path: str | None) -> dict[str, Any]:
 def load_terminology(valueset_dir: str | None) -> Terminology:
     """Value sets are loaded once per process (per folder)."""
     return Terminology.load(valueset_dir)
+
+
+def _number(
+    environ: Mapping[str, str], values: Mapping[str, Any], key: str, default: float
+) -> float:
+    raw = environ.get(f"{PREFIX}{key.upper()}", values.get(key, default))
+    try:
+        number = float(raw)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{PREFIX}{key.upper()} must be a number, got {raw!r}") from None
+    if number <= 0:
+        raise SettingsError(f"{PREFIX}{key.upper()} must be positive, got {raw!r}")
+    return number
+
+
+def default_workers() -> int:
+    """gunicorn's rule of thumb for a mix of CPU and waiting on FHIR servers: 2 x cores + 1."""
+    return 2 * (os.cpu_count() or 1) + 1
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Everything the web service reads from its environment, checked once at start."""
+
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    bind: str = "127.0.0.1:8080"
+    workers: int = field(default_factory=default_workers)
+    data_dir: str = "data"
+    database_url: str | None = None
+    cors_origins: tuple[str, ...] = ("https://sandbox.cds-hooks.org",)
+    fetch_connect_timeout: float = 0.2
+    fetch_read_timeout: float = 0.5
+    fetch_deadline: float = 0.6
+    max_body_bytes: int = 16 * 1024 * 1024
+    fhir_server_allowlist: tuple[str, ...] = ("loopback",)
+
+    @property
+    def store_url(self) -> str:
+        """SQLite under the data folder unless a database URL is configured."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{Path(self.data_dir).resolve() / 'tpi-cds.sqlite3'}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> ServiceSettings:
+        values = _file_values(environ.get(f"{PREFIX}CONFIG"))
+        service = values.get("service", {})
+        origins = environ.get(f"{PREFIX}CORS_ORIGINS", service.get("cors_origins"))
+        if origins is None:
+            cors = cls.cors_origins
+        elif isinstance(origins, str):
+            cors = tuple(o.strip() for o in origins.split(",") if o.strip())
+        else:
+            cors = tuple(str(o) for o in origins)
+        allow = environ.get(f"{PREFIX}FHIR_SERVER_ALLOWLIST", service.get("fhir_server_allowlist"))
+        if allow is None:
+            allowlist = cls.fhir_server_allowlist
+        elif isinstance(allow, str):
+            allowlist = tuple(a.strip() for a in allow.split(",") if a.strip())
+        else:
+            allowlist = tuple(str(a) for a in allow)
+        workers = _number(environ, service, "workers", default_workers())
+        body = _number(environ, service, "max_body_bytes", cls.max_body_bytes)
+        return cls(
+            engine=EngineSettings.from_env(environ),
+            bind=environ.get(f"{PREFIX}BIND", service.get("bind", cls.bind)),
+            workers=int(workers),
+            data_dir=environ.get(f"{PREFIX}DATA_DIR", service.get("data_dir", cls.data_dir)),
+            database_url=environ.get(f"{PREFIX}DATABASE_URL", service.get("database_url")) or None,
+            cors_origins=cors,
+            fetch_connect_timeout=_number(
+                environ, service, "fetch_connect_timeout", cls.fetch_connect_timeout
+            ),
+            fetch_read_timeout=_number(
+                environ, service, "fetch_read_timeout", cls.fetch_read_timeout
+            ),
+            fetch_deadline=_number(environ, service, "fetch_deadline", cls.fetch_deadline),
+            max_body_bytes=int(body),
+            fhir_server_allowlist=allowlist,
+        )

@@ -1,0 +1,207 @@
+"""The feedback store: SQL through SQLAlchemy, SQLite by default, PostgreSQL by URL.
+
+An entry is acknowledged only after its transaction has committed: SQLite runs in WAL
+mode with synchronous writes so a committed row survives a crash of the process.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+metadata = MetaData()
+
+feedback_table = Table(
+    "tpi_cds_feedback",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("service_id", String(100), nullable=False, index=True),
+    Column("card_uuid", String(64), nullable=False, index=True),
+    Column("card_topic", String(40), nullable=True),
+    Column("outcome", String(20), nullable=False),
+    Column("accepted_suggestions", JSON, nullable=True),
+    Column("override_reason", JSON, nullable=True),
+    Column("outcome_timestamp", String(64), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+)
+
+
+class StoreUnavailableError(RuntimeError):
+    """The database cannot be reached or refused the write; nothing was acknowledged."""
+
+
+@dataclass(frozen=True)
+class FeedbackEntry:
+    service_id: str
+    card_uuid: str
+    card_topic: str | None
+    outcome: str
+    accepted_suggestions: list[dict[str, Any]] | None
+    override_reason: dict[str, Any] | None
+    outcome_timestamp: str
+
+
+class FeedbackStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = _make_engine(url)
+
+    def create_schema(self) -> None:
+        try:
+            metadata.create_all(self.engine)
+        except SQLAlchemyError as exc:
+            raise StoreUnavailableError(
+                f"cannot create the feedback schema: {type(exc).__name__}"
+            ) from exc
+
+    def add(self, entries: Sequence[FeedbackEntry]) -> None:
+        """All entries in one transaction; returns only after the commit."""
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "service_id": e.service_id,
+                "card_uuid": e.card_uuid,
+                "card_topic": e.card_topic,
+                "outcome": e.outcome,
+                "accepted_suggestions": e.accepted_suggestions,
+                "override_reason": e.override_reason,
+                "outcome_timestamp": e.outcome_timestamp,
+                "received_at": now,
+            }
+            for e in entries
+        ]
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(insert(feedback_table), rows)
+        except SQLAlchemyError as exc:
+            raise StoreUnavailableError(f"feedback not stored: {type(exc).__name__}") from exc
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except SQLAlchemyError:
+            return False
+        return True
+
+    def export(self) -> Iterator[dict[str, Any]]:
+        """Every stored entry, oldest first, as plain JSON-able dicts."""
+        with self.engine.connect() as connection:
+            result = connection.execute(select(feedback_table).order_by(feedback_table.c.id))
+            for row in result.mappings():
+                entry = dict(row)
+                entry["received_at"] = _iso(entry["received_at"])
+                yield entry
+
+    def stats(self, top_reasons: int = 5) -> dict[str, Any]:
+        """Per service and card topic: accepted vs overridden, and the top override reasons."""
+        table = feedback_table
+        groups: dict[tuple[str, str], dict[str, Any]] = {}
+        with self.engine.connect() as connection:
+            counts = connection.execute(
+                select(
+                    table.c.service_id, table.c.card_topic, table.c.outcome, func.count()
+                ).group_by(table.c.service_id, table.c.card_topic, table.c.outcome)
+            )
+            for service_id, topic, outcome, count in counts:
+                group = groups.setdefault(
+                    (service_id, topic or "unknown"),
+                    {
+                        "service": service_id,
+                        "topic": topic or "unknown",
+                        "accepted": 0,
+                        "overridden": 0,
+                        "overrideReasons": {},
+                    },
+                )
+                group[outcome] = group.get(outcome, 0) + count
+            reasons = connection.execute(
+                select(table.c.service_id, table.c.card_topic, table.c.override_reason).where(
+                    table.c.outcome == "overridden"
+                )
+            )
+            for service_id, topic, reason in reasons:
+                label = _reason_label(reason)
+                tally = groups[(service_id, topic or "unknown")]["overrideReasons"]
+                tally[label] = tally.get(label, 0) + 1
+        summary = []
+        for group in sorted(groups.values(), key=lambda g: (g["service"], g["topic"])):
+            total = group["accepted"] + group["overridden"]
+            ranked = sorted(group["overrideReasons"].items(), key=lambda item: (-item[1], item[0]))
+            summary.append(
+                {
+                    "service": group["service"],
+                    "topic": group["topic"],
+                    "total": total,
+                    "accepted": group["accepted"],
+                    "overridden": group["overridden"],
+                    "acceptanceRate": round(group["accepted"] / total, 3) if total else None,
+                    "topOverrideReasons": [
+                        {"reason": label, "count": count} for label, count in ranked[:top_reasons]
+                    ],
+                }
+            )
+        return {"groups": summary}
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _reason_label(reason: Any) -> str:
+    if isinstance(reason, str):
+        reason = json.loads(reason)
+    if not isinstance(reason, dict) or not isinstance(reason.get("reason"), dict):
+        return "(no reason given)"
+    coding = reason["reason"]
+    return str(coding.get("display") or coding.get("code") or "(no reason given)")
+
+
+def _iso(value: Any) -> Any:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.isoformat()
+    return value
+
+
+def _make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_durability(connection: Any, _record: Any) -> None:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
