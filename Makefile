@@ -18,6 +18,10 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest; status=$$?; [ $$status -eq 5 ] && status=0; exit $$status
 
+# Starts the service on http://127.0.0.1:8080 (gunicorn, SQLite feedback store in ./data).
+run: $(STAMP)
+	$(BIN)/tpi-cds serve
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

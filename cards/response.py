@@ -210,5 +210,6 @@ def describe_response(response: SessionResponse, policy: PolicyProfile) -> str:
     if baseline is not None and baseline.value == 0:
         return f"{text}; a baseline of 0 leaves no relief to measure"
     if relief is not None and drop is not None:
-        return f"{text}, relief {format_percent(relief)}, drop {format_number(drop)} points"
+        unit = "point" if drop == 1 else "points"
+        return f"{text}, relief {format_percent(relief)}, drop {format_number(drop)} {unit}"
     return f"{text}: response unknown"

@@ -30,6 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tpi-cds", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("discovery", help="print the CDS Hooks discovery document")
+    commands.add_parser("serve", help="run the web service (gunicorn) from the environment")
+    feedback = commands.add_parser("feedback", help="read stored feedback")
+    feedback.add_argument(
+        "action",
+        choices=["export", "stats"],
+        help="export: JSON lines of every entry; stats: per service and topic",
+    )
     evaluate = commands.add_parser("evaluate", help="answer a CDS Hooks request body")
     evaluate.add_argument("request", help="a CDS Hooks request JSON file, or - for stdin")
     evaluate.add_argument("--today", type=_iso_date, help="the date to judge by (YYYY-MM-DD)")
@@ -47,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         engine = settings.build_engine()
     except (SettingsError, PolicyError, TerminologyError) as exc:
         return _fail(f"configuration: {exc}", EXIT_CONFIGURATION)
+    if args.command == "serve":
+        return _serve()
+    if args.command == "feedback":
+        return _feedback(args.action)
     if args.command == "discovery":
         print(json.dumps(discovery_document(load_terminology(settings.valueset_dir)), indent=1))
         return 0
@@ -58,6 +69,35 @@ def main(argv: list[str] | None = None) -> int:
     except MissingPrefetchError as exc:
         return _fail(str(exc), EXIT_MISSING_PREFETCH)
     print(response_json(response))
+    return 0
+
+
+def _serve() -> int:
+    from cds_service.serving import serve
+
+    try:
+        serve()
+    except SettingsError as exc:
+        return _fail(f"configuration: {exc}", EXIT_CONFIGURATION)
+    return 0
+
+
+def _feedback(action: str) -> int:
+    from cds_service.settings import ServiceSettings
+    from cds_service.store import FeedbackStore, StoreUnavailableError
+
+    try:
+        store = FeedbackStore(ServiceSettings.from_env(os.environ).store_url)
+        store.create_schema()
+        if action == "export":
+            for entry in store.export():
+                print(json.dumps(entry, ensure_ascii=False))
+        else:
+            print(json.dumps(store.stats(), indent=1, ensure_ascii=False))
+    except SettingsError as exc:
+        return _fail(f"configuration: {exc}", EXIT_CONFIGURATION)
+    except StoreUnavailableError as exc:
+        return _fail(str(exc), EXIT_CONFIGURATION)
     return 0
 
 

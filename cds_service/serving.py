@@ -1,0 +1,56 @@
+"""``tpi-cds serve``: gunicorn running the application factory, as deployed."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from cds_service.settings import ServiceSettings
+
+
+class GunicornService(BaseApplication):
+    """gunicorn configured from our settings instead of its own command line."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        options: dict[str, Any] = {
+            "bind": self.settings.bind,
+            "workers": self.settings.workers,
+            "worker_class": "sync",
+            "timeout": 30,
+            "graceful_timeout": 10,
+            "keepalive": 5,
+            "accesslog": None,
+            "errorlog": "-",
+            "loglevel": "info",
+        }
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from cds_service.app import create_app
+
+        return create_app(self.settings)
+
+
+def serve(settings: ServiceSettings | None = None) -> None:
+    settings = settings or ServiceSettings.from_env(os.environ)
+    host, _, port = settings.bind.rpartition(":")
+    print(
+        f"tpi-cds: CDS Hooks discovery at http://{host or '127.0.0.1'}:{port}/cds-services "
+        f"({settings.workers} workers, feedback store {_store_label(settings)})",
+        file=sys.stderr,
+        flush=True,
+    )
+    GunicornService(settings).run()
+
+
+def _store_label(settings: ServiceSettings) -> str:
+    url = settings.store_url
+    return url if url.startswith("sqlite") else url.split("://", 1)[0] + "://…"
