@@ -94,6 +94,8 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
             methods=["GET", "POST", "OPTIONS"],
             max_age=600,
+            # A public web page (the sandbox) calling a service on the user's own machine.
+            allow_private_network=True,
         )
     app.register_blueprint(cds_hooks)
     app.register_blueprint(health)

@@ -135,7 +135,9 @@ def add_missing_references(bundle: dict) -> dict:
             if patient is None:
                 raise ValueError("a Goal stub needs the bundle's Patient entry")
             stub["subject"] = {"reference": patient}
-        entries.append({"fullUrl": url, "resource": stub, "request": {"method": "POST", "url": rtype}})
+        entries.append(
+            {"fullUrl": url, "resource": stub, "request": {"method": "POST", "url": rtype}}
+        )
     return out
 
 
@@ -252,6 +254,7 @@ class FhirServer:
     config_path: Path
     log_path: Path
     process: subprocess.Popen = field(repr=False)
+    started_in: float = 0.0  # seconds from launch until it answered
     session: requests.Session = field(default_factory=requests.Session, repr=False)
 
     @property
@@ -303,7 +306,15 @@ class FhirServer:
         whole session's server: call it only where no other test's data must survive.
         """
         done = subprocess.run(
-            [sys.executable, "-m", "sekmet.cli", "reset", "--yes", "--config", str(self.config_path)],
+            [
+                sys.executable,
+                "-m",
+                "sekmet.cli",
+                "reset",
+                "--yes",
+                "--config",
+                str(self.config_path),
+            ],
             cwd=self.config_path.parent,
             env=_sekmet_env(),
             capture_output=True,
@@ -385,8 +396,10 @@ def start_sekmet(workdir: Path, token: str | None = None, attempts: int = 3) -> 
                 preexec_fn=_parent_death_signal(),
             )
         server = FhirServer(f"http://{LOOPBACK}:{port}/fhir", token, config, log_path, process)
+        launched = time.monotonic()
         try:
             _wait_until_up(server, deadline)
+            server.started_in = time.monotonic() - launched
             return server
         except RuntimeError as e:
             server.stop()
@@ -548,7 +561,9 @@ class FaultServer:
 
     def slow(self, seconds: float, path: str | None = None, body: dict | None = None) -> Behaviour:
         """Wait `seconds` (cut short when the fixture stops), then answer 200 with `body`."""
-        return self.set(Behaviour(delay=seconds, body=body if body is not None else searchset([])), path)
+        return self.set(
+            Behaviour(delay=seconds, body=body if body is not None else searchset([])), path
+        )
 
     def html(self, path: str | None = None, status: int = 200) -> Behaviour:
         page = b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>Portal</body></html>"
@@ -565,7 +580,9 @@ class FaultServer:
         """
         data = json.dumps(body if body is not None else searchset([_observation(0, "p1")])).encode()
         cut = data[: len(data) // 2]
-        return self.set(Behaviour(body=cut, declared_length=len(data) if short_read else None), path)
+        return self.set(
+            Behaviour(body=cut, declared_length=len(data) if short_read else None), path
+        )
 
     def looping_bundle(self, path: str | None = None) -> Behaviour:
         """A one-entry searchset Bundle whose `next` link is the URL that was requested."""

@@ -201,6 +201,10 @@ def test_cors_preflight_allows_the_configured_origin_only(client):
     assert response.headers["Access-Control-Allow-Origin"] == "https://sandbox.cds-hooks.org"
     allowed = response.headers["Access-Control-Allow-Headers"].lower()
     assert "authorization" in allowed and "content-type" in allowed
+    private = client.options(
+        ORDER_SELECT, headers={**headers, "Access-Control-Request-Private-Network": "true"}
+    )
+    assert private.headers["Access-Control-Allow-Private-Network"] == "true"
     other = client.options(ORDER_SELECT, headers={**headers, "Origin": "https://evil.example"})
     assert "Access-Control-Allow-Origin" not in other.headers
 
