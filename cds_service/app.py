@@ -82,6 +82,7 @@ def create_app(
                 settings.fetch_read_timeout,
                 settings.fetch_deadline,
                 allowed_servers=settings.fhir_server_allowlist,
+                page_size=settings.fetch_page_size,
             ),
             settings.engine.valueset_dir,
         ),

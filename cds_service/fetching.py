@@ -38,6 +38,7 @@ class FetchLimits:
     deadline: float
     max_pages: int = MAX_PAGES
     allowed_servers: tuple[str, ...] = ("loopback",)
+    page_size: int | None = None
 
 
 LOOPBACK_HOSTS = ("localhost", "::1")
@@ -103,6 +104,8 @@ class FhirFetcher:
         return found
 
     def _fetch_one(self, base: str, query: str, token: str | None, deadline: float) -> Any:
+        if self.limits.page_size and "?" in query:
+            query = f"{query}&_count={self.limits.page_size}"
         url = urljoin(base.rstrip("/") + "/", query)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         is_read = "?" not in query

@@ -122,6 +122,7 @@ class ServiceSettings:
     fetch_deadline: float = 0.6
     max_body_bytes: int = 16 * 1024 * 1024
     fhir_server_allowlist: tuple[str, ...] = ("loopback",)
+    fetch_page_size: int | None = None
 
     @property
     def store_url(self) -> str:
@@ -166,4 +167,7 @@ class ServiceSettings:
             fetch_deadline=_number(environ, service, "fetch_deadline", cls.fetch_deadline),
             max_body_bytes=int(body),
             fhir_server_allowlist=allowlist,
+            fetch_page_size=int(page)
+            if (page := environ.get(f"{PREFIX}FETCH_PAGE_SIZE", service.get("fetch_page_size")))
+            else None,
         )

@@ -2,7 +2,11 @@
 
 Two pytest fixtures, imported by the test modules that need them::
 
-    from fhir_servers import fault_server, fhir_server  # noqa: F401
+    from fhir_servers import fault_server, fhir_server
+
+    __all__ = ["fault_server", "fhir_server"]  # fixtures, used by name (keeps ruff quiet)
+
+Every module that imports ``fhir_server`` gets the same server: one per session.
 
 ``fhir_server`` (session scope) is a real FHIR R4 server: sekmet-fhir 0.1.1 (PyPI
 ``sekmet-fhir``), run as a subprocess with ``python -m sekmet.cli serve --config
@@ -22,12 +26,14 @@ Both bind 127.0.0.1 only, and every wait is bounded.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import copy
 import importlib.util
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -409,15 +415,68 @@ def start_sekmet(workdir: Path, token: str | None = None, attempts: int = 3) -> 
     raise RuntimeError(str(last_error))
 
 
+class _Shared:
+    """One sekmet for the whole pytest session.
+
+    pytest makes a separate fixture of a session-scoped fixture for every test module that
+    imports it; they all share this server, which stops when the last of them is torn
+    down (at the end of the session), or at interpreter exit as a safety net.
+    """
+
+    lock = threading.Lock()
+    server: FhirServer | None = None
+    workdir: str | None = None
+    users = 0
+    failure: str | None = None
+
+    @classmethod
+    def acquire(cls) -> FhirServer:
+        with cls.lock:
+            if cls.failure:
+                raise RuntimeError(cls.failure)
+            if cls.server is None:
+                workdir = tempfile.mkdtemp(prefix="tpi-sekmet-")
+                try:
+                    cls.server = start_sekmet(Path(workdir))
+                except Exception as e:
+                    shutil.rmtree(workdir, ignore_errors=True)
+                    cls.failure = str(e)
+                    raise
+                cls.workdir = workdir
+                atexit.register(cls.stop)
+            cls.users += 1
+            return cls.server
+
+    @classmethod
+    def release(cls) -> None:
+        with cls.lock:
+            cls.users -= 1
+            if cls.users > 0:
+                return
+        cls.stop()
+
+    @classmethod
+    def stop(cls) -> None:
+        with cls.lock:
+            server, workdir = cls.server, cls.workdir
+            cls.server, cls.workdir, cls.users = None, None, 0
+        if server is not None:
+            server.stop()
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def fhir_server() -> Iterator[FhirServer]:
-    """sekmet-fhir on 127.0.0.1, bearer token required, empty at the start of the session."""
-    with tempfile.TemporaryDirectory(prefix="tpi-sekmet-") as tmp:
-        server = start_sekmet(Path(tmp))
-        try:
-            yield server
-        finally:
-            server.stop()
+    """sekmet-fhir on 127.0.0.1, bearer token required, empty when it starts.
+
+    One server serves the whole session, whichever modules import this fixture.
+    """
+    server = _Shared.acquire()
+    try:
+        yield server
+    finally:
+        _Shared.release()
 
 
 # --------------------------------------------------------------------------- fault server

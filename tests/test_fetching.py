@@ -1,0 +1,205 @@
+"""Completing missing prefetch from a real FHIR server on loopback (sekmet-fhir).
+
+The cards from a call with no or partial prefetch must equal those of the full-prefetch
+call for the same patient. Failures a real server will not show on demand (500, slow,
+HTML, a truncated body, a next-link loop) come from a small real HTTP server on loopback.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import pytest
+
+from cards import resources_in
+from cds_service.app import create_app
+from cds_service.settings import EngineSettings, ServiceSettings
+from conftest import TODAY, evaluate, load_vignette
+from fhir_servers import fault_server, fhir_server
+
+__all__ = ["fault_server", "fhir_server"]
+
+STORIES = [
+    "referral-r1-two-failed-neck-tpis",  # order-select: four topics, referral suggestions
+    "referral-suppress-pain-physician-orders",  # reads the user's PractitionerRole
+    "referral-pv-two-failed-tpis",  # patient-view
+    "safety-s3-apixaban",  # an active medication
+]
+SERVICE_FOR_HOOK = {
+    "order-select": "tpi-order-select",
+    "order-sign": "tpi-order-sign",
+    "patient-view": "tpi-patient-view",
+}
+
+
+class FixedToday(EngineSettings):
+    def today(self):
+        return TODAY
+
+
+def client_for(tmp_path, **fetch: Any):
+    settings = ServiceSettings(
+        engine=FixedToday(),
+        data_dir=str(tmp_path),
+        fetch_connect_timeout=fetch.pop("connect", 2.0),
+        fetch_read_timeout=fetch.pop("read", 5.0),
+        fetch_deadline=fetch.pop("deadline", 10.0),
+        **fetch,
+    )
+    return create_app(settings).test_client()
+
+
+def without_uuids(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: without_uuids(v) for k, v in value.items() if k != "uuid"}
+    if isinstance(value, list):
+        return [without_uuids(v) for v in value]
+    return value
+
+
+def post(client, request: dict[str, Any]):
+    return client.post(f"/cds-services/{SERVICE_FOR_HOOK[request['hook']]}", json=request)
+
+
+@pytest.fixture(scope="module")
+def loaded(fhir_server) -> dict[str, dict[str, Any]]:
+    """The stories' records stored on the FHIR server, keeping their ids."""
+    stories = {}
+    for name in STORIES:
+        request = load_vignette(name)
+        patient = request["context"]["patientId"]
+        entries = []
+        for value in request["prefetch"].values():
+            for resource in resources_in(value):
+                resource = copy.deepcopy(resource)
+                if resource["resourceType"] not in ("Patient", "PractitionerRole"):
+                    # Vignettes reuse ids like "tpi-2026-08-17": keep each patient's apart.
+                    resource["id"] = f"{patient}.{resource['id']}"[:64]
+                url = f"{resource['resourceType']}/{resource['id']}"
+                entries.append({"resource": resource, "request": {"method": "PUT", "url": url}})
+        fhir_server.load({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+        stories[name] = request
+    return stories
+
+
+def with_server(request: dict[str, Any], server, token: str | None = None) -> dict[str, Any]:
+    request = copy.deepcopy(request)
+    request["fhirServer"] = server.base_url
+    request["fhirAuthorization"] = {
+        "access_token": token or getattr(server, "token", "fault-server-token"),
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "patient/*.read",
+        "subject": "tpi-cds",
+    }
+    return request
+
+
+@pytest.mark.parametrize("name", STORIES)
+def test_no_prefetch_gives_the_cards_of_full_prefetch(name, loaded, fhir_server, tmp_path):
+    full = loaded[name]
+    expected = without_uuids(evaluate(full))
+    assert expected["cards"], "the story must produce cards"
+    bare = with_server(full, fhir_server)
+    del bare["prefetch"]
+    response = post(client_for(tmp_path), bare)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert without_uuids(response.get_json()) == expected
+
+
+@pytest.mark.parametrize("name", STORIES)
+def test_partial_prefetch_gives_the_cards_of_full_prefetch(name, loaded, fhir_server, tmp_path):
+    full = loaded[name]
+    partial = with_server(full, fhir_server)
+    for key in ("procedures", "observations", "carePlans", "practitionerRole"):
+        partial["prefetch"].pop(key, None)
+    partial["prefetch"]["serviceRequests"] = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "timeout", "diagnostics": "EHR gave up"}],
+    }
+    response = post(client_for(tmp_path), partial)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert without_uuids(response.get_json()) == without_uuids(evaluate(full))
+
+
+def test_small_pages_are_all_followed(loaded, fhir_server, tmp_path):
+    """With two resources a page, the observations come in several pages: all are read."""
+    name = "referral-r1-two-failed-neck-tpis"
+    assert len(list(resources_in(loaded[name]["prefetch"]["observations"]))) > 4
+    bare = with_server(loaded[name], fhir_server)
+    del bare["prefetch"]
+    response = post(client_for(tmp_path, fetch_page_size=2), bare)
+    assert response.status_code == 200
+    assert without_uuids(response.get_json()) == without_uuids(evaluate(loaded[name]))
+
+
+def test_a_refused_token_is_a_412(loaded, fhir_server, tmp_path):
+    bare = with_server(loaded[STORIES[0]], fhir_server, token="not-the-token")
+    del bare["prefetch"]
+    response = post(client_for(tmp_path), bare)
+    assert response.status_code == 412
+    assert "procedures" in response.get_json()["issue"][0]["expression"]
+
+
+def test_only_missing_keys_are_fetched_with_the_bearer_token(fault_server, tmp_path):
+    request = load_vignette(STORIES[0])
+    procedures = request["prefetch"].pop("procedures")
+    request["prefetch"]["allergies"] = None  # "nothing there": never refetched
+    request = with_server(request, fault_server, token="hook-token-123")
+    fault_server.respond_json(procedures)
+    response = post(client_for(tmp_path), request)
+    assert response.status_code == 200
+    routes = sorted(r.route for r in fault_server.requests)
+    assert routes == ["/fhir/Procedure"]
+    sent = fault_server.requests[0]
+    assert sent.header("Authorization") == "Bearer hook-token-123"
+    assert ("patient", request["context"]["patientId"]) in sent.params
+
+
+@pytest.mark.parametrize(
+    "fault",
+    ["unauthorized", "server_error", "html", "truncated", "truncated_short_read", "looping_bundle"],
+)
+def test_a_failing_fhir_server_gives_a_412_not_a_500(fault, fault_server, tmp_path):
+    request = with_server(load_vignette(STORIES[0]), fault_server)
+    del request["prefetch"]["conditions"]
+    if fault == "truncated_short_read":
+        fault_server.truncated(short_read=True)
+    else:
+        getattr(fault_server, fault)()
+    response = post(client_for(tmp_path, deadline=3.0), request)
+    assert response.status_code == 412, response.get_data(as_text=True)
+    assert response.get_json()["issue"][0]["expression"] == ["conditions"]
+    assert fault_server.requests, "the server was asked"
+
+
+def test_a_slow_fhir_server_is_abandoned_at_the_deadline(fault_server, tmp_path):
+    request = with_server(load_vignette(STORIES[0]), fault_server)
+    del request["prefetch"]["conditions"]
+    fault_server.slow(5.0)
+    started = time.monotonic()
+    response = post(client_for(tmp_path, read=5.0, deadline=0.5), request)
+    elapsed = time.monotonic() - started
+    assert response.status_code == 412
+    assert elapsed < 4.0, "the answer must not wait for the slow server"
+
+
+def test_a_fhir_server_not_on_the_allowlist_is_never_contacted(fault_server, tmp_path):
+    request = with_server(load_vignette(STORIES[0]), fault_server)
+    del request["prefetch"]["conditions"]
+    fault_server.respond_json({"resourceType": "Bundle", "type": "searchset", "entry": []})
+    client = client_for(tmp_path, fhir_server_allowlist=("https://ehr.example.org/fhir",))
+    response = post(client, request)
+    assert response.status_code == 412
+    assert fault_server.requests == []
+
+
+def test_a_non_tpi_order_fetches_nothing(fault_server, tmp_path):
+    request = with_server(load_vignette("never-lipid-panel-order"), fault_server)
+    del request["prefetch"]
+    fault_server.respond_json({"resourceType": "Bundle", "type": "searchset", "entry": []})
+    response = post(client_for(tmp_path), request)
+    assert response.get_json() == {"cards": []}
+    assert fault_server.requests == []
