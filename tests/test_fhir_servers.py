@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 import requests
+
+from conftest import SHARED
 from fhir_servers import (
     STUB_TAG,
     FaultServer,
@@ -25,8 +27,6 @@ from fhir_servers import (
     fault_server,
     fhir_server,
 )
-
-from conftest import SHARED
 
 __all__ = ["fault_server", "fhir_server"]  # fixtures, used by name
 

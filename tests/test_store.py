@@ -12,9 +12,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 import requests
-from stores import store_url  # noqa: F401 - the fixture
 
 from cds_service.store import FeedbackEntry, FeedbackStore
+from stores import store_url  # noqa: F401 - the fixture
 
 CLIENTS = 4
 CALLS_PER_CLIENT = 25
