@@ -143,6 +143,8 @@ def _json_body() -> Any:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequestError(f"the body is not valid JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise InvalidRequestError("the body's JSON is nested too deeply") from exc
 
 
 cds_hooks = Blueprint("cds_hooks", __name__)

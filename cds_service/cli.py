@@ -110,6 +110,8 @@ def _read_request(source: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidRequestError(f"malformed JSON at line {exc.lineno}: {exc.msg}") from exc
+    except RecursionError as exc:
+        raise InvalidRequestError("the JSON is nested too deeply") from exc
 
 
 def _iso_date(text: str) -> date:

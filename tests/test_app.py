@@ -293,3 +293,36 @@ def test_feedback_with_the_store_down_is_a_503_and_claims_nothing(tmp_path):
     )
     assert_outcome(response, 503, "nothing was kept")
     assert response.headers["Retry-After"]
+
+
+def test_deeply_nested_json_is_a_400_not_a_500(client):
+    body = "[" * 100_000 + "]" * 100_000
+    assert_outcome(
+        client.post(ORDER_SELECT, data=body, content_type="application/json"), 400, "nested"
+    )
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda r: r["prefetch"].update(conditions="not a bundle"),
+        lambda r: r["prefetch"].update(procedures={"resourceType": "Bundle", "entry": "oops"}),
+        lambda r: r["prefetch"]["observations"]["entry"].append(
+            {"resource": {"resourceType": "Observation", "status": ["final"], "code": 7}}
+        ),
+        lambda r: r["context"]["draftOrders"]["entry"].append(
+            {"resource": {"resourceType": "MedicationRequest", "status": {"x": 1}}}
+        ),
+        lambda r: r["context"]["draftOrders"]["entry"][0]["resource"].update(
+            bodySite=[{"coding": "x"}, 3]
+        ),
+        lambda r: r["context"].update(selections=[]),
+        lambda r: r.update(prefetch=None),
+        lambda r: r.update(fhirServer="not a url", fhirAuthorization={"access_token": "t"}),
+    ],
+)
+def test_odd_but_parseable_requests_never_give_a_500(client, mangle):
+    request = load_vignette(VIGNETTE)
+    mangle(request)
+    response = client.post(ORDER_SELECT, json=request)
+    assert response.status_code in (200, 400, 412), response.get_data(as_text=True)
