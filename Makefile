@@ -20,7 +20,7 @@ test: $(STAMP)
 
 # Starts the service on http://127.0.0.1:8080 (gunicorn, SQLite feedback store in ./data).
 run: $(STAMP)
-	$(BIN)/tpi-cds serve
+	TPI_CDS_CONFIG=$${TPI_CDS_CONFIG:-config/development.toml} $(BIN)/tpi-cds serve
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -9,15 +9,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, g, request
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from cards import Engine
+from cds_service.auth import Authenticator, AuthError, expected_audience
 from cds_service.evaluation import (
     InvalidRequestError,
     MissingPrefetchError,
@@ -26,11 +28,14 @@ from cds_service.evaluation import (
 )
 from cds_service.feedback import InvalidFeedbackError, parse_feedback
 from cds_service.fetching import FetchLimits, FhirFetcher
+from cds_service.logs import configure_logging
+from cds_service.replay import RedisReplayGuard, ReplayGuard, SqlReplayGuard
 from cds_service.services import SERVICES_BY_ID, discovery_document
 from cds_service.settings import ServiceSettings, load_terminology
 from cds_service.store import FeedbackStore, StoreUnavailableError
 
 log = logging.getLogger(__name__)
+requests_log = logging.getLogger("cds_service.requests")
 JSON_TYPES = ("application/json", "application/fhir+json")
 ISSUE_CODES = {
     400: "invalid",
@@ -52,6 +57,7 @@ class Runtime:
     store: FeedbackStore
     fetcher: FhirFetcher
     discovery: str
+    authenticator: Authenticator | None
 
 
 def runtime() -> Runtime:
@@ -63,6 +69,7 @@ def create_app(
 ) -> Flask:
     """The application factory (also what gunicorn calls: ``cds_service.app:create_app()``)."""
     settings = settings or ServiceSettings.from_env(os.environ if environ is None else environ)
+    configure_logging()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -72,6 +79,14 @@ def create_app(
     except StoreUnavailableError as exc:
         log.warning("feedback store unavailable at start: %s", exc)
     engine = settings.engine.build_engine()
+    authenticator = None
+    if settings.auth.enabled:
+        authenticator = Authenticator(settings.auth, replay_guard(settings, store))
+    else:
+        log.warning(
+            "AUTHENTICATION IS OFF (TPI_CDS_AUTH_DISABLED): any caller can use this service. "
+            "Development only; never expose it like this."
+        )
     app.extensions["tpi_cds"] = Runtime(
         settings=settings,
         engine=engine,
@@ -83,10 +98,14 @@ def create_app(
                 settings.fetch_deadline,
                 allowed_servers=settings.fhir_server_allowlist,
                 page_size=settings.fetch_page_size,
+                allow_http_loopback=settings.fetch_allow_http_loopback,
+                max_bytes=settings.fetch_max_bytes,
+                max_resources=settings.fetch_max_resources,
             ),
             settings.engine.valueset_dir,
         ),
         discovery=json.dumps(discovery_document(load_terminology(settings.engine.valueset_dir))),
+        authenticator=authenticator,
     )
     if settings.cors_origins:
         CORS(
@@ -100,6 +119,8 @@ def create_app(
         )
     app.register_blueprint(cds_hooks)
     app.register_blueprint(health)
+    app.before_request(_start_request)
+    app.after_request(_log_request)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     return app
@@ -114,6 +135,54 @@ def operation_outcome(status: int, diagnostics: str, **extra: Any) -> Response:
     }
     body = {"resourceType": "OperationOutcome", "issue": [issue]}
     return Response(json.dumps(body), status=status, mimetype="application/fhir+json")
+
+
+def _start_request() -> None:
+    g.started = time.perf_counter()
+    g.observed = {}
+
+
+def _log_request(response: Response) -> Response:
+    """One JSON line per request: what happened, how long, how much; nothing private."""
+    rule = request.url_rule.rule if request.url_rule else "unmatched"
+    fields: dict[str, Any] = {
+        "event": "request",
+        "method": request.method,
+        "route": rule,
+        "status": response.status_code,
+        "durationMs": round(
+            (time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 1
+        ),
+    }
+    if request.view_args and request.view_args.get("service_id") in SERVICES_BY_ID:
+        fields["service"] = request.view_args["service_id"]
+    fields.update(g.get("observed", {}))
+    requests_log.info(fields)
+    return response
+
+
+def replay_guard(settings: ServiceSettings, store: FeedbackStore) -> ReplayGuard:
+    if settings.redis_url:
+        return RedisReplayGuard(settings.redis_url, settings.auth.leeway_seconds)
+    return SqlReplayGuard(store, settings.auth.leeway_seconds)
+
+
+def _authenticate() -> Response | None:
+    """Every discovery, hook and feedback call carries an EHR's signed JWT."""
+    g.issuer = None
+    state = runtime()
+    if state.authenticator is None or request.method == "OPTIONS":
+        return None
+    audience = expected_audience(
+        state.settings.auth.public_base_url, request.host_url, request.path
+    )
+    try:
+        claims = state.authenticator.verify(request.headers.get("Authorization"), audience)
+    except AuthError as exc:
+        g.observed["authRefused"] = str(exc)
+        return Response(status=401, headers={"WWW-Authenticate": "Bearer"})
+    g.issuer = state.authenticator.issuer(claims["iss"])
+    return None
 
 
 def _http_error(error: HTTPException) -> Response:
@@ -148,6 +217,7 @@ def _json_body() -> Any:
 
 
 cds_hooks = Blueprint("cds_hooks", __name__)
+cds_hooks.before_request(_authenticate)
 health = Blueprint("health", __name__)
 
 
@@ -164,12 +234,16 @@ def hook(service_id: str) -> Response:
     state = runtime()
     try:
         body = _json_body()
+        issuer_servers = g.issuer.fhir_servers if g.get("issuer") else ()
         answer = evaluate_request(
             body,
             today=state.settings.engine.today(),
             engine=state.engine,
             service=service,
-            fetch_missing=state.fetcher.fetch,
+            fetch_missing=lambda req, svc, keys: state.fetcher.fetch(
+                req, svc, keys, issuer_servers
+            ),
+            observe=g.observed,
         )
     except InvalidRequestError as exc:
         return operation_outcome(400, str(exc))
@@ -188,6 +262,7 @@ def feedback(service_id: str) -> Response:
         return operation_outcome(404, f"no CDS service with id {service_id!r}")
     try:
         entries = parse_feedback(_json_body(), service_id)
+        g.observed["feedbackEntries"] = len(entries)
     except (InvalidRequestError, InvalidFeedbackError) as exc:
         return operation_outcome(400, str(exc))
     try:

@@ -14,6 +14,7 @@ from typing import Any
 
 from cards import Engine, OrderContext, parse_draft_orders, resources_in
 from cards.orders import ORDER_HOOKS
+from cds_service.logs import safe_id
 from cds_service.services import SERVICES_BY_HOOK, Service
 
 
@@ -116,22 +117,39 @@ def evaluate_request(
     engine: Engine,
     service: Service | None = None,
     fetch_missing: Callable[[HookRequest, Service, list[str]], Mapping[str, Any]] | None = None,
+    observe: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The response body for one hook call (``{"cards": [...]}``)."""
+    """The response body for one hook call (``{"cards": [...]}``).
+
+    ``observe``, when given, is filled with what a log line may say about the call:
+    counts and topics, never content.
+    """
+    seen: dict[str, Any] = {} if observe is None else observe
     request = parse_request(body, service)
     service = service or SERVICES_BY_HOOK[request.hook]
+    seen["hookInstance"] = safe_id(request.hook_instance) or "(not a plain id)"
     tpi_orders = engine.tpi_orders(request.hook, request.context)
+    seen["tpiOrders"] = len(tpi_orders)
     if request.hook in ORDER_HOOKS and not tpi_orders:
+        seen["cards"] = 0
         return {"cards": []}
     prefetch = dict(request.prefetch)
     missing = missing_keys(service, prefetch)
     optional = [k for k in ("practitionerRole",) if k not in prefetch]
     if (missing or optional) and fetch_missing is not None:
-        prefetch.update(fetch_missing(request, service, missing + optional))
+        fetched = fetch_missing(request, service, missing + optional)
+        seen["fetchedKeys"] = sorted(fetched)
+        prefetch.update(fetched)
         missing = missing_keys(service, prefetch)
     if missing:
+        seen["missingKeys"] = missing
         raise MissingPrefetchError(missing)
     record = engine.record(request.patient_id, _prefetched_resources(prefetch))
+    seen.update(
+        resourcesRead=record.read,
+        resourcesKept=record.kept,
+        resourcesInvalid=sum(record.skipped.values()),
+    )
     orders = OrderContext(
         hook=request.hook,
         patient_id=request.patient_id,
@@ -141,7 +159,10 @@ def evaluate_request(
     )
     if orders.is_order_hook:
         orders.drafts = parse_draft_orders(request.context)
-    return {"cards": engine.advise(record, orders, today)}
+    cards = engine.advise(record, orders, today)
+    seen["cards"] = len(cards)
+    seen["topics"] = [card["source"]["topic"]["code"] for card in cards]
+    return {"cards": cards}
 
 
 def _prefetched_resources(prefetch: Mapping[str, Any]) -> Iterator[dict[str, Any]]:

@@ -8,6 +8,7 @@ that finds nothing is ``null``, as the EHR would have sent it.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -37,29 +38,41 @@ class FetchLimits:
     read_timeout: float
     deadline: float
     max_pages: int = MAX_PAGES
-    allowed_servers: tuple[str, ...] = ("loopback",)
+    allowed_servers: tuple[str, ...] = ()
     page_size: int | None = None
+    allow_http_loopback: bool = False
+    max_bytes: int = 20 * 1024 * 1024
+    max_resources: int = 20_000
 
 
 LOOPBACK_HOSTS = ("localhost", "::1")
 
 
-def is_allowed_server(url: str, allowed: tuple[str, ...]) -> bool:
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def is_allowed_server(url: str, allowed: tuple[str, ...], *, allow_http_loopback: bool) -> bool:
     """``fhirServer`` is caller input: fetch only from configured base URLs.
 
     An entry is a base URL prefix (``https://ehr.example.org/fhir``) or the word
-    ``loopback`` (any http(s) server on 127.0.0.0/8, localhost or ::1).
+    ``loopback`` (any server on 127.0.0.0/8, localhost or ::1). Only https, unless the
+    development setting allows plain http to a loopback server.
     """
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
     except ValueError:
         return False
-    if parts.scheme not in ("http", "https") or not host:
+    if not host or parts.username or parts.password:
+        return False
+    if parts.scheme != "https" and not (
+        parts.scheme == "http" and allow_http_loopback and is_loopback(host)
+    ):
         return False
     for entry in allowed:
         if entry == "loopback":
-            if host in LOOPBACK_HOSTS or host.startswith("127."):
+            if is_loopback(host):
                 return True
         elif url.rstrip("/") == entry.rstrip("/") or url.startswith(entry.rstrip("/") + "/"):
             return True
@@ -76,12 +89,24 @@ class FhirFetcher:
         self.session.headers["Accept"] = "application/fhir+json, application/json"
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fhir-fetch")
 
-    def fetch(self, request: HookRequest, service: Service, keys: list[str]) -> dict[str, Any]:
-        """The keys that could be fetched before the deadline; the others are left out."""
+    def fetch(
+        self,
+        request: HookRequest,
+        service: Service,
+        keys: list[str],
+        extra_servers: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        """The keys that could be fetched before the deadline; the others are left out.
+
+        ``extra_servers``: base URLs allowed for this caller (its issuer's FHIR servers).
+        """
         if not request.fhir_server or not keys:
             return {}
-        if not is_allowed_server(request.fhir_server, self.limits.allowed_servers):
-            log.info("fhirServer not on the allowlist: not contacted")
+        allowed = (*self.limits.allowed_servers, *extra_servers)
+        if not is_allowed_server(
+            request.fhir_server, allowed, allow_http_loopback=self.limits.allow_http_loopback
+        ):
+            log.warning("fhirServer not on the allowlist: not contacted")
             return {}
         deadline = time.monotonic() + self.limits.deadline
         token = (request.fhir_authorization or {}).get("access_token")
@@ -115,6 +140,8 @@ class FhirFetcher:
         if first.get("resourceType") != "Bundle":
             raise FetchError(f"a search answered {first.get('resourceType')!r}, not a Bundle")
         entries = [{"resource": r} for r in resources_in(first)]
+        if len(entries) > self.limits.max_resources:
+            raise FetchError(f"more than {self.limits.max_resources} resources")
         seen = {url}
         page = first
         for _ in range(self.limits.max_pages - 1):
@@ -131,6 +158,8 @@ class FhirFetcher:
             if page is None or page.get("resourceType") != "Bundle":
                 raise FetchError("a next page is not a Bundle")
             entries.extend({"resource": r} for r in resources_in(page))
+            if len(entries) > self.limits.max_resources:
+                raise FetchError(f"more than {self.limits.max_resources} resources")
         else:
             if _next_link(page) is not None:
                 raise FetchError(f"more than {self.limits.max_pages} pages")
@@ -152,26 +181,43 @@ class FhirFetcher:
             min(self.limits.read_timeout, remaining),
         )
         try:
-            response = self.session.get(
-                url, headers=headers, timeout=timeout, allow_redirects=False
-            )
+            with self.session.get(
+                url, headers=headers, timeout=timeout, allow_redirects=False, stream=True
+            ) as response:
+                if allow_not_found and response.status_code in (404, 410):
+                    return None
+                if response.status_code != 200:
+                    raise FetchError(f"HTTP {response.status_code}")
+                content = self._read_capped(response, deadline)
         except requests.Timeout as exc:
             raise FetchError("timed out") from exc
         except requests.RequestException as exc:
             raise FetchError(f"connection failed ({type(exc).__name__})") from exc
-        if allow_not_found and response.status_code in (404, 410):
-            return None
-        if response.status_code != 200:
-            raise FetchError(f"HTTP {response.status_code}")
         try:
-            body = response.json()
-        except ValueError as exc:
+            body = json.loads(content)
+        except (ValueError, RecursionError) as exc:
             raise FetchError("the answer is not JSON") from exc
         if not isinstance(body, dict):
             raise FetchError("the answer is not a JSON object")
         if body.get("resourceType") == "OperationOutcome":
             raise FetchError("the server answered an OperationOutcome")
         return body
+
+    def _read_capped(self, response: requests.Response, deadline: float) -> bytes:
+        """The body, refusing more than the byte cap and stopping at the deadline."""
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.limits.max_bytes:
+            raise FetchError(f"answer larger than {self.limits.max_bytes} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_content(chunk_size=64 * 1024):
+            size += len(chunk)
+            if size > self.limits.max_bytes:
+                raise FetchError(f"answer larger than {self.limits.max_bytes} bytes")
+            if time.monotonic() > deadline:
+                raise FetchError("deadline reached while reading")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)

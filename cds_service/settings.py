@@ -19,6 +19,13 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cards import Engine, Terminology, policy_for
+from cds_service.auth import (
+    ALLOWED_ALGORITHMS,
+    SANDBOX,
+    AuthSettings,
+    ConfigurationError,
+    IssuerConfig,
+)
 
 PREFIX = "TPI_CDS_"
 
@@ -121,8 +128,13 @@ class ServiceSettings:
     fetch_read_timeout: float = 0.5
     fetch_deadline: float = 0.6
     max_body_bytes: int = 16 * 1024 * 1024
-    fhir_server_allowlist: tuple[str, ...] = ("loopback",)
+    fhir_server_allowlist: tuple[str, ...] = ()
     fetch_page_size: int | None = None
+    fetch_allow_http_loopback: bool = False
+    fetch_max_bytes: int = 20 * 1024 * 1024
+    fetch_max_resources: int = 20_000
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    redis_url: str | None = None
 
     @property
     def store_url(self) -> str:
@@ -135,20 +147,12 @@ class ServiceSettings:
     def from_env(cls, environ: Mapping[str, str]) -> ServiceSettings:
         values = _file_values(environ.get(f"{PREFIX}CONFIG"))
         service = values.get("service", {})
-        origins = environ.get(f"{PREFIX}CORS_ORIGINS", service.get("cors_origins"))
-        if origins is None:
-            cors = cls.cors_origins
-        elif isinstance(origins, str):
-            cors = tuple(o.strip() for o in origins.split(",") if o.strip())
-        else:
-            cors = tuple(str(o) for o in origins)
-        allow = environ.get(f"{PREFIX}FHIR_SERVER_ALLOWLIST", service.get("fhir_server_allowlist"))
-        if allow is None:
-            allowlist = cls.fhir_server_allowlist
-        elif isinstance(allow, str):
-            allowlist = tuple(a.strip() for a in allow.split(",") if a.strip())
-        else:
-            allowlist = tuple(str(a) for a in allow)
+        cors = _string_list(
+            environ.get(f"{PREFIX}CORS_ORIGINS", service.get("cors_origins")), cls.cors_origins
+        )
+        allowlist = _string_list(
+            environ.get(f"{PREFIX}FHIR_SERVER_ALLOWLIST", service.get("fhir_server_allowlist")), ()
+        )
         workers = _number(environ, service, "workers", default_workers())
         body = _number(environ, service, "max_body_bytes", cls.max_body_bytes)
         return cls(
@@ -167,7 +171,68 @@ class ServiceSettings:
             fetch_deadline=_number(environ, service, "fetch_deadline", cls.fetch_deadline),
             max_body_bytes=int(body),
             fhir_server_allowlist=allowlist,
+            fetch_allow_http_loopback=_flag(environ, service, "fetch_allow_http_loopback", False),
+            fetch_max_bytes=int(_number(environ, service, "fetch_max_bytes", cls.fetch_max_bytes)),
+            fetch_max_resources=int(
+                _number(environ, service, "fetch_max_resources", cls.fetch_max_resources)
+            ),
+            auth=_auth_settings(environ, values.get("auth", {})),
+            redis_url=environ.get(f"{PREFIX}REDIS_URL", service.get("redis_url")) or None,
             fetch_page_size=int(page)
             if (page := environ.get(f"{PREFIX}FETCH_PAGE_SIZE", service.get("fetch_page_size")))
             else None,
         )
+
+
+def _string_list(value: Any, default: tuple[str, ...]) -> tuple[str, ...]:
+    if value is None:
+        return default
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    return tuple(str(item) for item in value)
+
+
+def _flag(environ: Mapping[str, str], values: Mapping[str, Any], key: str, default: bool) -> bool:
+    raw = environ.get(f"{PREFIX}{key.upper()}", values.get(key, default))
+    if isinstance(raw, bool):
+        return raw
+    lowered = str(raw).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"{PREFIX}{key.upper()} must be true or false, got {raw!r}")
+
+
+def _auth_settings(environ: Mapping[str, str], values: Mapping[str, Any]) -> AuthSettings:
+    """Issuers from ``[[auth.issuers]]`` in the file and/or ``TPI_CDS_AUTH_ISSUERS`` (JSON)."""
+    entries = list(values.get("issuers", []))
+    raw = environ.get(f"{PREFIX}AUTH_ISSUERS")
+    if raw:
+        try:
+            parsed = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise SettingsError(f"{PREFIX}AUTH_ISSUERS is not JSON: {exc}") from exc
+        entries.extend(parsed if isinstance(parsed, list) else [parsed])
+    try:
+        issuers = [IssuerConfig.from_mapping(entry) for entry in entries]
+    except ConfigurationError as exc:
+        raise SettingsError(f"auth issuers: {exc}") from exc
+    if _flag(environ, values, "auth_sandbox", False) or values.get("sandbox") is True:
+        issuers.append(SANDBOX)
+    algorithms = _string_list(
+        environ.get(f"{PREFIX}AUTH_ALGORITHMS", values.get("algorithms")), ALLOWED_ALGORITHMS
+    )
+    try:
+        return AuthSettings(
+            enabled=not _flag(environ, values, "auth_disabled", values.get("disabled", False)),
+            issuers=tuple(issuers),
+            algorithms=algorithms,
+            leeway_seconds=_number(environ, values, "auth_leeway_seconds", 10.0),
+            max_lifetime_seconds=_number(environ, values, "auth_max_lifetime_seconds", 600.0),
+            jwks_cache_seconds=_number(environ, values, "auth_jwks_cache_seconds", 300.0),
+            public_base_url=environ.get(f"{PREFIX}PUBLIC_BASE_URL", values.get("public_base_url"))
+            or None,
+        )
+    except ConfigurationError as exc:
+        raise SettingsError(f"auth: {exc}") from exc

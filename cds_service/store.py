@@ -17,6 +17,7 @@ from sqlalchemy import (
     JSON,
     Column,
     DateTime,
+    Float,
     Integer,
     MetaData,
     String,
@@ -45,6 +46,14 @@ feedback_table = Table(
     Column("override_reason", JSON, nullable=True),
     Column("outcome_timestamp", String(64), nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
+)
+
+
+seen_tokens_table = Table(
+    "tpi_cds_seen_jti",
+    metadata,
+    Column("token_key", String(255), primary_key=True),
+    Column("expires_at", Float, nullable=False, index=True),
 )
 
 

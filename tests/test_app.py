@@ -8,7 +8,10 @@ from typing import Any
 import pytest
 
 from cds_service.app import create_app
+from cds_service.auth import AuthSettings
 from cds_service.settings import EngineSettings, ServiceSettings
+
+NO_AUTH = AuthSettings(enabled=False)  # authentication has its own tests (test_auth.py)
 from conftest import TODAY, evaluate, load_vignette
 
 ORDER_SELECT = "/cds-services/tpi-order-select"
@@ -29,6 +32,7 @@ def settings(tmp_path) -> ServiceSettings:
         data_dir=str(tmp_path),
         max_body_bytes=2 * 1024 * 1024,
         fetch_deadline=0.3,
+        auth=NO_AUTH,
     )
 
 
@@ -183,6 +187,7 @@ def test_readiness_fails_when_the_store_is_unreachable(tmp_path):
     settings = ServiceSettings(
         engine=FixedToday(),
         database_url="postgresql://nobody@127.0.0.1:1/none?connect_timeout=1",
+        auth=NO_AUTH,
     )
     client = create_app(settings).test_client()
     assert_outcome(client.get("/readyz"), 503, "store")
@@ -284,7 +289,9 @@ def test_invalid_feedback_is_a_400_and_stores_nothing(client, settings, entry, r
 
 def test_feedback_with_the_store_down_is_a_503_and_claims_nothing(tmp_path):
     settings = ServiceSettings(
-        engine=FixedToday(), database_url="postgresql://nobody@127.0.0.1:1/none?connect_timeout=1"
+        engine=FixedToday(),
+        database_url="postgresql://nobody@127.0.0.1:1/none?connect_timeout=1",
+        auth=NO_AUTH,
     )
     client = create_app(settings).test_client()
     response = client.post(

@@ -15,6 +15,7 @@ import pytest
 
 from cards import resources_in
 from cds_service.app import create_app
+from cds_service.auth import AuthSettings
 from cds_service.settings import EngineSettings, ServiceSettings
 from conftest import TODAY, evaluate, load_vignette
 from fhir_servers import fault_server, fhir_server
@@ -40,9 +41,12 @@ class FixedToday(EngineSettings):
 
 
 def client_for(tmp_path, **fetch: Any):
+    fetch.setdefault("fhir_server_allowlist", ("loopback",))
     settings = ServiceSettings(
         engine=FixedToday(),
         data_dir=str(tmp_path),
+        auth=AuthSettings(enabled=False),
+        fetch_allow_http_loopback=True,
         fetch_connect_timeout=fetch.pop("connect", 2.0),
         fetch_read_timeout=fetch.pop("read", 5.0),
         fetch_deadline=fetch.pop("deadline", 10.0),

@@ -8,10 +8,13 @@ from cards import PolicyError
 from cds_service.settings import EngineSettings, ServiceSettings, SettingsError
 
 
-def test_defaults_are_development_safe():
+def test_defaults_are_safe():
+    """Loopback only, authentication on with no issuer trusted, no FHIR server trusted."""
     settings = ServiceSettings.from_env({})
     assert settings.bind == "127.0.0.1:8080"
-    assert settings.fhir_server_allowlist == ("loopback",)
+    assert settings.auth.enabled and settings.auth.issuers == ()
+    assert settings.fhir_server_allowlist == ()
+    assert not settings.fetch_allow_http_loopback
     assert settings.store_url.startswith("sqlite:///")
     assert settings.workers >= 3
     assert settings.fetch_deadline < 1.0

@@ -61,6 +61,7 @@ def start_service(url: str, port: int, tmp_path) -> subprocess.Popen:
         TPI_CDS_WORKERS="3",
         TPI_CDS_DATABASE_URL=url,
         TPI_CDS_DATA_DIR=str(tmp_path),
+        TPI_CDS_AUTH_DISABLED="true",
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "cds_service.cli", "serve"],
