@@ -85,6 +85,9 @@ class AuthSettings:
     max_lifetime_seconds: float = 600.0
     jwks_cache_seconds: float = 300.0
     jwks_timeout_seconds: float = 2.0
+    # An unknown kid refreshes a key set at most this often: a flood of invented kids
+    # must not turn into a flood of fetches.
+    jwks_refresh_cooldown_seconds: float = 5.0
     public_base_url: str | None = None
 
     def __post_init__(self) -> None:
@@ -130,7 +133,7 @@ class Authenticator:
                     cache_jwk_set=True,
                     lifespan=settings.jwks_cache_seconds,
                     timeout=settings.jwks_timeout_seconds,
-                    cooldown_duration=5,
+                    cooldown_duration=settings.jwks_refresh_cooldown_seconds,
                 )
             self._issuers[issuer.iss] = keys
 

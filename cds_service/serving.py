@@ -30,6 +30,8 @@ class GunicornService(BaseApplication):
             "errorlog": "-",
             "loglevel": "info",
         }
+        if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 25.1
+            options["control_socket_disable"] = True  # replicas on one host would share it
         for key, value in options.items():
             self.cfg.set(key, value)
 

@@ -10,10 +10,9 @@ import pytest
 from cds_service.app import create_app
 from cds_service.auth import AuthSettings
 from cds_service.settings import EngineSettings, ServiceSettings
-
-NO_AUTH = AuthSettings(enabled=False)  # authentication has its own tests (test_auth.py)
 from conftest import TODAY, evaluate, load_vignette
 
+NO_AUTH = AuthSettings(enabled=False)  # authentication has its own tests (test_auth.py)
 ORDER_SELECT = "/cds-services/tpi-order-select"
 VIGNETTE = "referral-r1-two-failed-neck-tpis"
 

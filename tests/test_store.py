@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from concurrent.futures import ProcessPoolExecutor
 
 import requests
+from running import start_service
 
 from cds_service.store import FeedbackEntry, FeedbackStore
 from stores import store_url  # noqa: F401 - the fixture
@@ -19,12 +17,6 @@ from stores import store_url  # noqa: F401 - the fixture
 CLIENTS = 4
 CALLS_PER_CLIENT = 25
 ENTRIES_PER_CALL = 2
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def post_feedback(base: str, client: int) -> list[str]:
@@ -54,46 +46,15 @@ def post_feedback(base: str, client: int) -> list[str]:
     return acknowledged
 
 
-def start_service(url: str, port: int, tmp_path) -> subprocess.Popen:
-    env = dict(
-        os.environ,
-        TPI_CDS_BIND=f"127.0.0.1:{port}",
-        TPI_CDS_WORKERS="3",
-        TPI_CDS_DATABASE_URL=url,
-        TPI_CDS_DATA_DIR=str(tmp_path),
-        TPI_CDS_AUTH_DISABLED="true",
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cds_service.cli", "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200:
-                return process
-        except requests.RequestException:
-            time.sleep(0.1)
-    os.killpg(process.pid, signal.SIGKILL)
-    raise AssertionError("the service did not become ready within 30 s")
-
-
 def test_many_processes_post_and_every_acknowledged_entry_is_stored(store_url, tmp_path):  # noqa: F811
-    port = free_port()
-    server = start_service(store_url, port, tmp_path)
+    service = start_service(
+        tmp_path, workers=3, TPI_CDS_DATABASE_URL=store_url, TPI_CDS_AUTH_DISABLED="true"
+    )
     try:
         with ProcessPoolExecutor(CLIENTS) as pool:
-            results = list(
-                pool.map(post_feedback, [f"http://127.0.0.1:{port}"] * CLIENTS, range(CLIENTS))
-            )
+            results = list(pool.map(post_feedback, [service.base_url] * CLIENTS, range(CLIENTS)))
     finally:
-        os.killpg(
-            server.pid, signal.SIGKILL
-        )  # no graceful shutdown: commits must already be durable
-        server.wait(timeout=10)
+        service.stop(kill=True)  # no graceful shutdown: commits must already be durable
     acknowledged = [card for result in results for card in result]
     assert len(acknowledged) == CLIENTS * CALLS_PER_CLIENT * ENTRIES_PER_CALL
     stored = [entry["card_uuid"] for entry in FeedbackStore(store_url).export()]
