@@ -11,10 +11,10 @@ from running import start_service
 
 from cards import resources_in
 from conftest import load_vignette
-from fhir_servers import fhir_server
+from fhir_servers import fault_server, fhir_server
 from stores import store_url  # noqa: F401 - the fixture
 
-__all__ = ["fhir_server"]
+__all__ = ["fault_server", "fhir_server"]
 
 PUBLIC = "https://cds.hospital.example"
 KEY = ec_key("ec-deployed")
@@ -148,3 +148,48 @@ def test_redis_keeps_seen_token_ids_across_processes_when_configured():
     assert second.first_use(ISSUER, jti, expires) is False
     assert first.first_use(ISSUER, jti, expires) is False
     assert second.first_use("https://other-issuer.example", jti, expires) is True
+
+
+def test_under_load_with_a_slow_fhir_server_every_call_is_answered(fault_server, tmp_path):
+    """Full-prefetch calls, calls that must fetch from a FHIR server that hangs, and
+    non-TPI orders, all at once: each gets its 200 or 412 within the deadline, no 5xx."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    fault_server.slow(10.0)
+    env = {
+        **issuer_env(tmp_path, fhir_servers=[fault_server.base_url]),
+        "TPI_CDS_FETCH_ALLOW_HTTP_LOOPBACK": "true",
+        "TPI_CDS_FETCH_DEADLINE": "0.3",
+    }
+    service = start_service(tmp_path, workers=2, **env)
+    full = load_vignette("referral-r1-two-failed-neck-tpis")
+    needs_fetch = copy.deepcopy(full)
+    del needs_fetch["prefetch"]["procedures"]
+    needs_fetch["fhirServer"] = fault_server.base_url
+    needs_fetch["fhirAuthorization"] = {
+        "access_token": "t",
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "patient/*.read",
+        "subject": "tpi-cds",
+    }
+    other = load_vignette("never-lipid-panel-order")
+    calls = [(full, 200), (needs_fetch, 412), (other, 200)] * 10
+
+    def send(call: tuple[dict, int]) -> tuple[int, int]:
+        body, expected = call
+        token = sign(KEY, claims(f"{PUBLIC}/cds-services/tpi-order-select"))
+        response = requests.post(
+            f"{service.base_url}/cds-services/tpi-order-select",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        return response.status_code, expected
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(send, calls))
+    finally:
+        service.stop()
+    assert [got for got, _ in results] == [expected for _, expected in results]

@@ -179,6 +179,23 @@ def test_a_failing_fhir_server_gives_a_412_not_a_500(fault, fault_server, tmp_pa
     assert fault_server.requests, "the server was asked"
 
 
+def test_a_50_mb_bundle_is_refused_without_reading_it_all(fault_server, tmp_path):
+    request = with_server(load_vignette(STORIES[0]), fault_server)
+    del request["prefetch"]["observations"]
+    fault_server.large_bundle(entries=160_000)  # about 50 MB in one page
+    response = post(client_for(tmp_path, deadline=5.0), request)
+    assert response.status_code == 412
+    assert response.get_json()["issue"][0]["expression"] == ["observations"]
+
+
+def test_too_many_resources_across_pages_are_refused(fault_server, tmp_path):
+    request = with_server(load_vignette(STORIES[0]), fault_server)
+    del request["prefetch"]["observations"]
+    fault_server.large_bundle(entries=300)
+    response = post(client_for(tmp_path, fetch_max_resources=200), request)
+    assert response.status_code == 412
+
+
 def test_a_slow_fhir_server_is_abandoned_at_the_deadline(fault_server, tmp_path):
     request = with_server(load_vignette(STORIES[0]), fault_server)
     del request["prefetch"]["conditions"]
