@@ -27,7 +27,7 @@ from fhir.resources.R4B.procedure import Procedure
 from fhir.resources.R4B.servicerequest import ServiceRequest
 from pydantic import ValidationError
 
-from cards.terminology import Terminology
+from cards.terminology import CodeIndex, Terminology
 
 MODELS: dict[str, type[FHIRResourceModel]] = {
     "AllergyIntolerance": AllergyIntolerance,
@@ -65,7 +65,115 @@ CONDITION_VALUE_SETS = (
     "radiculopathy",
 )
 MEDICATION_REQUEST_STATUSES = ("active", "on-hold")
+MEDICATION_VALUE_SETS = ("anticoagulants", "corticosteroids")
+ALLERGY_VALUE_SETS = ("local-anesthetics", "anesthetic-allergy-history")
+CARE_PLAN_VALUE_SETS = ("physical-therapy",)
 MAX_STRIP_ROUNDS = 3
+
+# The elements the rules read, per type: only these are validated and kept. Narrative,
+# identifiers, extensions and the rest are never read, so they cost nothing.
+READ_ELEMENTS: dict[str, frozenset[str]] = {
+    "Condition": frozenset(
+        {
+            "resourceType",
+            "id",
+            "clinicalStatus",
+            "verificationStatus",
+            "code",
+            "subject",
+            "onsetDateTime",
+            "recordedDate",
+            "abatementDateTime",
+            "abatementAge",
+            "abatementPeriod",
+            "abatementRange",
+            "abatementString",
+        }
+    ),
+    "Procedure": frozenset(
+        {
+            "resourceType",
+            "id",
+            "status",
+            "code",
+            "subject",
+            "performedDateTime",
+            "performedPeriod",
+            "bodySite",
+        }
+    ),
+    "Observation": frozenset(
+        {
+            "resourceType",
+            "id",
+            "status",
+            "code",
+            "subject",
+            "effectiveDateTime",
+            "effectivePeriod",
+            "effectiveInstant",
+            "valueQuantity",
+            "valueInteger",
+            "valueCodeableConcept",
+        }
+    ),
+    "MedicationRequest": frozenset(
+        {
+            "resourceType",
+            "id",
+            "status",
+            "intent",
+            "medicationCodeableConcept",
+            "medicationReference",
+            "subject",
+            "authoredOn",
+            "contained",
+        }
+    ),
+    "Medication": frozenset({"resourceType", "id", "code"}),
+    "AllergyIntolerance": frozenset(
+        {
+            "resourceType",
+            "id",
+            "clinicalStatus",
+            "verificationStatus",
+            "code",
+            "patient",
+            "recordedDate",
+            "onsetDateTime",
+        }
+    ),
+    "ServiceRequest": frozenset(
+        {
+            "resourceType",
+            "id",
+            "status",
+            "intent",
+            "code",
+            "category",
+            "subject",
+            "encounter",
+            "authoredOn",
+            "occurrenceDateTime",
+            "occurrencePeriod",
+            "bodySite",
+        }
+    ),
+    "CarePlan": frozenset(
+        {
+            "resourceType",
+            "id",
+            "status",
+            "intent",
+            "category",
+            "activity",
+            "subject",
+            "period",
+            "created",
+        }
+    ),
+    "PractitionerRole": frozenset({"resourceType", "id", "specialty"}),
+}
 
 
 def resources_in(value: Any) -> Iterator[dict[str, Any]]:
@@ -97,11 +205,14 @@ def resources_in(value: Any) -> Iterator[dict[str, Any]]:
 
 
 def parse_resource(raw: dict[str, Any]) -> FHIRResourceModel | None:
-    """Validate one resource; unknown elements are dropped, anything else invalid gives None."""
-    model = MODELS.get(raw.get("resourceType", ""))
+    """Validate the elements the rules read; unknown ones are dropped; invalid gives None."""
+    kind = raw.get("resourceType")
+    model = MODELS.get(kind) if isinstance(kind, str) else None
     if model is None:
         return None
-    data = raw
+    read = READ_ELEMENTS[kind]
+    data = {key: value for key, value in raw.items() if key in read}
+    raw = data
     for _ in range(MAX_STRIP_ROUNDS):
         try:
             return model.model_validate(data)
@@ -179,7 +290,7 @@ class PatientRecord:
         cls, patient_id: str, resources: Iterable[dict[str, Any]], terminology: Terminology
     ) -> PatientRecord:
         record = cls(patient_id=patient_id)
-        relevant = _relevance(terminology)
+        relevant = terminology.derived("record-relevance", lambda: _relevance(terminology))
         seen: set[tuple[str, str]] = set()
         for raw in resources:
             record.read += 1
@@ -227,22 +338,61 @@ class PatientRecord:
 
 
 def _relevance(terminology: Terminology) -> dict[str, Callable[[dict[str, Any]], bool]]:
-    """Cheap raw-JSON tests: does any rule read this resource?"""
+    """Cheap raw-JSON tests: does any rule read this resource? (built once per engine)"""
 
     def coded_in(value_set_ids: tuple[str, ...], *paths: str) -> Callable[[dict[str, Any]], bool]:
-        sets = [terminology[v] for v in value_set_ids]
+        index = CodeIndex(terminology[v] for v in value_set_ids)
+        direct = [p for p in paths if "." not in p]
+        nested = [p for p in paths if "." in p]
 
         def test(raw: dict[str, Any]) -> bool:
-            for concept in _raw_concepts(raw, *paths):
+            # The hot path of the whole service: thousands of resources per request.
+            for path in direct:
+                value = raw.get(path)
+                concepts = (value,) if type(value) is dict else value if type(value) is list else ()
+                for concept in concepts:
+                    codings = concept.get("coding") if type(concept) is dict else None
+                    if type(codings) is list:
+                        for coding in codings:
+                            if type(coding) is dict and index.contains(
+                                coding.get("system"), coding.get("code")
+                            ):
+                                return True
+            for concept in _raw_concepts(raw, *nested):
                 for system, code in raw_codings(concept):
-                    if isinstance(code, str) and any(s.contains(system, code) for s in sets):
+                    if index.contains(system, code):
                         return True
             return False
 
         return test
 
-    def status_in(*statuses: str) -> Callable[[dict[str, Any]], bool]:
-        return lambda raw: raw.get("status") in statuses
+    def coded_or_named(
+        value_set_ids: tuple[str, ...], path: str
+    ) -> Callable[[dict[str, Any]], bool]:
+        """Coded in the sets, or named in text (EHRs send local codes with readable text)."""
+        index = CodeIndex(terminology[v] for v in value_set_ids)
+        coded = coded_in(value_set_ids, path)
+
+        def test(raw: dict[str, Any]) -> bool:
+            if coded(raw):
+                return True
+            concept = raw.get(path)
+            if not isinstance(concept, dict):
+                return False
+            displays = [
+                c.get("display") for c in concept.get("coding") or [] if isinstance(c, dict)
+            ]
+            return index.names_in([concept.get("text"), *displays])
+
+        return test
+
+    named_drug = coded_or_named(MEDICATION_VALUE_SETS, "medicationCodeableConcept")
+    pt_plan = coded_in(CARE_PLAN_VALUE_SETS, "category", "activity.detail.code")
+
+    def medication_request(raw: dict[str, Any]) -> bool:
+        if raw.get("status") not in MEDICATION_REQUEST_STATUSES:
+            return False
+        return "medicationReference" in raw or "contained" in raw or named_drug(raw)
 
     def always(raw: dict[str, Any]) -> bool:
         return True
@@ -252,9 +402,9 @@ def _relevance(terminology: Terminology) -> dict[str, Callable[[dict[str, Any]],
         "Observation": coded_in(OBSERVATION_VALUE_SETS, "code"),
         "Procedure": coded_in(PROCEDURE_VALUE_SETS, "code"),
         "ServiceRequest": coded_in(SERVICE_REQUEST_VALUE_SETS, "code", "category"),
-        "CarePlan": status_in("active"),
-        "MedicationRequest": status_in(*MEDICATION_REQUEST_STATUSES),
+        "CarePlan": lambda raw: raw.get("status") == "active" and pt_plan(raw),
+        "MedicationRequest": medication_request,
         "Medication": always,
-        "AllergyIntolerance": always,
+        "AllergyIntolerance": coded_or_named(ALLERGY_VALUE_SETS, "code"),
         "PractitionerRole": always,
     }

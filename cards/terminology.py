@@ -10,10 +10,12 @@ folder of its own ValueSet JSON (for example VSAC expansions); a site ValueSet w
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 SNOMED = "http://snomed.info/sct"
@@ -149,6 +151,13 @@ class Terminology(Mapping[str, ValueSet]):
 
     def __init__(self, value_sets: Mapping[str, ValueSet]) -> None:
         self._by_id = dict(value_sets)
+        self._derived: dict[str, Any] = {}
+
+    def derived(self, key: str, build: Callable[[], T]) -> T:
+        """Something built from these value sets once (an index), then reused per request."""
+        if key not in self._derived:
+            self._derived[key] = build()
+        return self._derived[key]
 
     def __getitem__(self, key: str) -> ValueSet:
         return self._by_id[key]
@@ -282,3 +291,53 @@ def _collect_families(include: dict[str, Any], into: dict[str, list[str]]) -> No
     for rule in include.get("filter", []):
         if system == ICD10CM and rule.get("op") in ("is-a", "descendent-of"):
             into.setdefault(system, []).append(normalize_code(system, rule["value"]))
+
+
+class CodeIndex:
+    """Several value sets as one lookup, for the hot path that reads past most resources.
+
+    The common case (a coding already in canonical form) is one set lookup; only OIDs,
+    odd spellings and ICD-10-CM families take the slower normalizing path.
+    """
+
+    def __init__(self, value_sets: Iterable[ValueSet]) -> None:
+        sets = list(value_sets)
+        self._exact = frozenset(
+            (concept.system, concept.code) for vs in sets for concept in vs.concepts
+        )
+        self._sets = sets
+        # Canonical systems without families: a miss in the exact set is a definite miss.
+        self._plain_systems = frozenset({SNOMED, LOINC, RXNORM, CPT})
+        self._icd_families = [
+            (vs.families[ICD10CM], vs.excluded_families.get(ICD10CM, ()))
+            for vs in sets
+            if vs.families.get(ICD10CM)
+        ]
+
+    def contains(self, system: Any, code: Any) -> bool:
+        try:
+            if (system, code) in self._exact:
+                return True
+        except TypeError:  # an unhashable value where a code should be
+            return False
+        if system in self._plain_systems or not isinstance(code, str):
+            return False
+        if not isinstance(system, str | None):
+            return False
+        canonical = normalize_system(system)
+        if canonical != ICD10CM:
+            return canonical != system and any(vs.contains(canonical, code) for vs in self._sets)
+        code = normalize_code(ICD10CM, code)
+        if (ICD10CM, code) in self._exact:
+            return True
+        return any(
+            code.startswith(roots) and not (excluded and code.startswith(excluded))
+            for roots, excluded in self._icd_families
+        )
+
+    def names_in(self, texts: Iterable[Any]) -> bool:
+        """Does any text carry a fallback name of one of the sets (local drug codes)?"""
+        names = [name for vs in self._sets for name in vs.text_names]
+        return any(
+            isinstance(text, str) and any(name in text.lower() for name in names) for text in texts
+        )
