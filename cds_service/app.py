@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from flask import Blueprint, Flask, Response, current_app, g, request
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -209,11 +210,9 @@ def _json_body() -> Any:
         )
     data = request.get_data(cache=False)
     try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
         raise InvalidRequestError(f"the body is not valid JSON ({exc})") from exc
-    except RecursionError as exc:
-        raise InvalidRequestError("the body's JSON is nested too deeply") from exc
 
 
 cds_hooks = Blueprint("cds_hooks", __name__)

@@ -10,6 +10,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from cards import PolicyError, TerminologyError
 from cards.policy import PROFILES
 from cds_service.evaluation import (
@@ -107,11 +109,9 @@ def _read_request(source: str) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidRequestError(f"cannot read {source}: {exc}") from exc
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
         raise InvalidRequestError(f"malformed JSON at line {exc.lineno}: {exc.msg}") from exc
-    except RecursionError as exc:
-        raise InvalidRequestError("the JSON is nested too deeply") from exc
 
 
 def _iso_date(text: str) -> date:

@@ -6,11 +6,12 @@ The order is checked first: an order hook without a TPI order is answered
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
+
+import orjson
 
 from cards import Engine, OrderContext, parse_draft_orders, resources_in
 from cards.orders import ORDER_HOOKS
@@ -171,5 +172,5 @@ def _prefetched_resources(prefetch: Mapping[str, Any]) -> Iterator[dict[str, Any
 
 
 def response_json(body: Mapping[str, Any]) -> str:
-    """The exact text both the command and the web service send."""
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    """The exact text both the command and the web service send (compact UTF-8 JSON)."""
+    return orjson.dumps(body).decode()

@@ -8,7 +8,6 @@ that finds nothing is ``null``, as the EHR would have sent it.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
+import orjson
 import requests
 
 from cards import resources_in
@@ -194,8 +194,8 @@ class FhirFetcher:
         except requests.RequestException as exc:
             raise FetchError(f"connection failed ({type(exc).__name__})") from exc
         try:
-            body = json.loads(content)
-        except (ValueError, RecursionError) as exc:
+            body = orjson.loads(content)
+        except orjson.JSONDecodeError as exc:
             raise FetchError("the answer is not JSON") from exc
         if not isinstance(body, dict):
             raise FetchError("the answer is not a JSON object")
