@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint run clean
+.PHONY: test lint run bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ test: $(STAMP)
 # Starts the service on http://127.0.0.1:8080 (gunicorn, SQLite feedback store in ./data).
 run: $(STAMP)
 	TPI_CDS_CONFIG=$${TPI_CDS_CONFIG:-config/development.toml} $(BIN)/tpi-cds serve
+
+# The benchmark: gunicorn + wrk, workloads against the ceiling; writes bench/results.md.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

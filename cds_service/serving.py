@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from typing import Any
@@ -14,8 +15,9 @@ from cds_service.settings import ServiceSettings
 class GunicornService(BaseApplication):
     """gunicorn configured from our settings instead of its own command line."""
 
-    def __init__(self, settings: ServiceSettings) -> None:
+    def __init__(self, settings: ServiceSettings, app_factory: Any = None) -> None:
         self.settings = settings
+        self.app_factory = app_factory
         super().__init__()
 
     def load_config(self) -> None:
@@ -36,9 +38,27 @@ class GunicornService(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        from cds_service.app import create_app
+        if self.app_factory is not None:  # the benchmark's ceiling app
+            app = self.app_factory()
+        else:
+            from cds_service.app import create_app
 
-        return create_app(self.settings)
+            app = create_app(self.settings)
+        tune_gc()
+        return app
+
+
+def tune_gc() -> None:
+    """A worker's garbage collector, tuned for large JSON bodies.
+
+    Everything built at start (models, value sets) is frozen out of collection, and
+    collections run less often: decoding a 5,000-resource prefetch allocates hundreds of
+    thousands of objects, and the default thresholds made the collector re-walk them all
+    several times per request (about half of the time of such a request).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
 
 
 def serve(settings: ServiceSettings | None = None) -> None:

@@ -1,0 +1,340 @@
+"""``make bench``: the service as deployed, driven by wrk, measured against its ceiling.
+
+Starts gunicorn with the default worker count (authentication off for the run: the
+benchmark measures the clinical work, not signature checks), checks that every workload
+gets the cards it should, runs wrk at 8 connections and at 1, then runs the ceiling (the
+same stack answering ``{"cards": []}`` after decoding the same body) in the same run, and
+prints one table. Ratios, not absolute times, are what hold on a shared, noisy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import requests
+
+from bench.workloads import EXPECTED_TOPICS, resource_count, workloads
+from cds_service.settings import default_workers
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results.md"
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50: float
+    p90: float
+    p99: float
+    requests: int
+    errors: int
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    url: str
+    ready_seconds: float
+
+    def worker_rss_mb(self) -> list[float]:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        sizes = []
+        for pid in children.read_text().split():
+            status = Path(f"/proc/{pid}/status")
+            if status.exists():
+                match = re.search(r"VmRSS:\s+(\d+) kB", status.read_text())
+                if match:
+                    sizes.append(int(match.group(1)) / 1024)
+        return sizes
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ensure_wrk() -> str:
+    path = shutil.which("wrk")
+    if path:
+        return path
+    print("bench: installing wrk (Debian package)", file=sys.stderr)
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+    return shutil.which("wrk") or sys.exit("bench: wrk could not be installed")
+
+
+def start(kind: str, workdir: Path, workers: int) -> Server:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TPI_CDS_")}
+    env.update(
+        TPI_CDS_BIND=f"127.0.0.1:{port}",
+        TPI_CDS_WORKERS=str(workers),
+        TPI_CDS_DATA_DIR=str(workdir / kind),
+        TPI_CDS_AUTH_DISABLED="true",
+        PYTHONPATH=str(ROOT),
+    )
+    log = (workdir / f"{kind}.log").open("wb")
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.serve", kind],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=ROOT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    while time.monotonic() - started < 60:
+        try:
+            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return Server(process, url, time.monotonic() - started)
+        except requests.RequestException:
+            time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    sys.exit(f"bench: the {kind} server did not become ready; see {workdir / kind}.log")
+
+
+def lua_script(workdir: Path, name: str, body: bytes) -> Path:
+    body_path = workdir / f"{name}.json"
+    body_path.write_bytes(body)
+    script = workdir / f"{name}.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'local f = io.open("{body_path}", "rb")\n'
+        'wrk.body = f:read("*a")\n'
+        "f:close()\n",
+        encoding="utf-8",
+    )
+    return script
+
+
+def wrk(binary: str, url: str, script: Path, connections: int, seconds: int) -> WrkResult:
+    threads = min(2, connections)
+    out = subprocess.run(
+        [
+            binary,
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    def latency(percent: str) -> float:
+        match = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+        return float(match.group(1)) * UNITS[match.group(2)] if match else float("nan")
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
+    failed = int(errors.group(1)) if errors else 0
+    if socket_errors:
+        failed += sum(int(x) for x in socket_errors.groups())
+    return WrkResult(rps, latency("50"), latency("90"), latency("99"), total, failed)
+
+
+def check_cards(url: str, service: str, body: bytes, name: str) -> None:
+    """The bench measures real work: each workload must get exactly its expected cards."""
+    response = requests.post(
+        f"{url}/cds-services/{service}",
+        data=body,
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    response.raise_for_status()
+    topics = [card["source"]["topic"]["code"] for card in response.json()["cards"]]
+    if topics != EXPECTED_TOPICS[name]:
+        sys.exit(f"bench: workload {name} answered {topics}, expected {EXPECTED_TOPICS[name]}")
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"nproc {os.cpu_count()}, {model}, Python {platform.python_version()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10, help="each run at 8 connections")
+    parser.add_argument("--single-seconds", type=int, default=6, help="each run at 1 connection")
+    parser.add_argument(
+        "--soak-requests",
+        type=int,
+        default=100_000,
+        help="requests of workload B for the memory check (0 to skip)",
+    )
+    parser.add_argument("--workers", type=int, default=default_workers())
+    args = parser.parse_args()
+    binary = ensure_wrk()
+    workdir = Path(tempfile.mkdtemp(prefix="tpi-bench-"))
+    print(
+        f"bench: authentication is OFF for this run (TPI_CDS_AUTH_DISABLED=true); "
+        f"{args.workers} gunicorn workers; {machine()}",
+        file=sys.stderr,
+    )
+    loads = workloads()
+    bodies = {name: orjson.dumps(body) for name, (_, body) in loads.items()}
+    scripts = {name: lua_script(workdir, name, body) for name, body in bodies.items()}
+
+    results: dict[str, dict[str, WrkResult]] = {}
+    rss: dict[str, float] = {}
+    service = start("service", workdir, args.workers)
+    ready = service.ready_seconds
+    try:
+        for name, (service_id, _) in loads.items():
+            check_cards(service.url, service_id, bodies[name], name)
+            url = f"{service.url}/cds-services/{service_id}"
+            wrk(binary, url, scripts[name], 8, 2)  # warm-up
+            results[name] = {
+                "c8": wrk(binary, url, scripts[name], 8, args.seconds),
+                "c1": wrk(binary, url, scripts[name], 1, args.single_seconds),
+            }
+            rss[name] = max(service.worker_rss_mb())
+            print(f"bench: {name} done", file=sys.stderr)
+        soak = soak_run(binary, service, loads["B"][0], scripts["B"], args.soak_requests)
+    finally:
+        service.stop()
+    ceiling = start("ceiling", workdir, args.workers)
+    try:
+        for name, (service_id, _) in loads.items():
+            url = f"{ceiling.url}/cds-services/{service_id}"
+            wrk(binary, url, scripts[name], 8, 2)
+            results[f"ceiling-{name}"] = {
+                "c8": wrk(binary, url, scripts[name], 8, args.seconds),
+                "c1": wrk(binary, url, scripts[name], 1, args.single_seconds),
+            }
+            print(f"bench: ceiling for {name} done", file=sys.stderr)
+    finally:
+        ceiling.stop()
+    table = report(loads, results, rss, ready, soak, args)
+    print(table)
+    RESULTS.write_text(table, encoding="utf-8")
+    print(f"bench: written to {RESULTS.relative_to(ROOT)}", file=sys.stderr)
+
+
+def soak_run(
+    binary: str, server: Server, service_id: str, script: Path, target: int
+) -> list[tuple[int, float]]:
+    """Workload B until `target` requests: worker RSS sampled after each slice."""
+    samples: list[tuple[int, float]] = []
+    done = 0
+    url = f"{server.url}/cds-services/{service_id}"
+    while done < target:
+        result = wrk(binary, url, script, 8, 15)
+        if result.errors:
+            sys.exit(f"bench: {result.errors} failed requests during the soak")
+        done += result.requests
+        samples.append((done, max(server.worker_rss_mb())))
+        print(f"bench: soak {done} requests, worker RSS {samples[-1][1]:.0f} MB", file=sys.stderr)
+    return samples
+
+
+def report(
+    loads: dict, results: dict, rss: dict, ready: float, soak: list, args: argparse.Namespace
+) -> str:
+    targets = {"A": 0.80, "B": 0.25, "C": 0.50, "D": 0.25}
+    labels = {
+        "A": "A non-TPI order",
+        "B": "B TPI, typical record",
+        "C": "C TPI, heavy record",
+        "D": "D patient-view",
+    }
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Run {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} by `make bench` on {machine()}; "
+        f"{args.workers} gunicorn workers; authentication off for the run; wrk "
+        f"{args.seconds} s at 8 connections and {args.single_seconds} s at 1 connection per row.",
+        "",
+        "| Workload | resources | body KB | req/s (c8) | p50 / p90 / p99 ms (c8) | p50 ms (c1) | p99 ms (c1) "
+        "| worker RSS MB | ceiling req/s | ratio | target |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, (_, body) in loads.items():
+        run, ceiling = results[name], results[f"ceiling-{name}"]
+        ratio = run["c8"].rps / ceiling["c8"].rps
+        mark = "met" if ratio >= targets[name] else "MISSED"
+        lines.append(
+            f"| {labels[name]} | {resource_count(body)} | {len(orjson.dumps(body)) // 1024} | "
+            f"{run['c8'].rps:.0f} | {run['c8'].p50:.1f} / {run['c8'].p90:.1f} / {run['c8'].p99:.1f} | "
+            f"{run['c1'].p50:.1f} | {run['c1'].p99:.1f} | {rss[name]:.0f} | {ceiling['c8'].rps:.0f} | "
+            f"{ratio:.0%} | ≥ {targets[name]:.0%}: {mark} |"
+        )
+    lines += [
+        "",
+        'Ceiling (same stack, fixed `{"cards": []}` after decoding the same body):',
+        "",
+        "| Body of | req/s (c8) | p50 ms (c8) | p50 ms (c1) |",
+        "|---|---|---|---|",
+    ]
+    for name in loads:
+        ceiling = results[f"ceiling-{name}"]
+        lines.append(
+            f"| {name} | {ceiling['c8'].rps:.0f} | {ceiling['c8'].p50:.1f} | {ceiling['c1'].p50:.1f} |"
+        )
+    b1, c1 = results["B"]["c1"], results["C"]["c1"]
+    errors = sum(r.errors for runs in results.values() for r in runs.values())
+    lines += [
+        "",
+        "Absolute targets:",
+        "",
+        f"- B p99 at 1 connection: {b1.p99:.1f} ms (target ≤ 30 ms: {'met' if b1.p99 <= 30 else 'MISSED'})",
+        f"- C p50 at 1 connection: {c1.p50:.1f} ms (target ≤ 150 ms: {'met' if c1.p50 <= 150 else 'MISSED'})",
+        f"- Start to a ready `/readyz`: {ready:.2f} s (target ≤ 2 s: {'met' if ready <= 2 else 'MISSED'})",
+        f"- Failed requests in all runs: {errors}",
+    ]
+    if soak:
+        first, last = soak[0][1], soak[-1][1]
+        peak = max(size for _, size in soak)
+        flat = last <= first * 1.10 + 5
+        lines.append(
+            f"- Worker RSS across {soak[-1][0]} requests of B: {first:.0f} MB after {soak[0][0]}, "
+            f"{last:.0f} MB at the end, peak {peak:.0f} MB (target ≤ 150 MB and flat: "
+            f"{'met' if peak <= 150 and flat else 'MISSED'})"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

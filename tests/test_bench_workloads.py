@@ -1,0 +1,69 @@
+"""The benchmark measures real work: each workload, sent a few times through the app,
+gets exactly the cards it should (and the ceiling app answers what a ceiling answers)."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from bench.ceiling import create_ceiling_app
+from bench.workloads import EXPECTED_TOPICS, resource_count, workloads
+from bench.workloads import TODAY as BENCH_TODAY
+from cds_service.app import create_app
+from cds_service.auth import AuthSettings
+from cds_service.settings import EngineSettings, ServiceSettings
+from conftest import TODAY
+
+
+class FixedToday(EngineSettings):
+    def today(self):
+        return TODAY
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    settings = ServiceSettings(
+        engine=FixedToday(),
+        data_dir=str(tmp_path_factory.mktemp("bench")),
+        auth=AuthSettings(enabled=False),
+    )
+    return create_app(settings).test_client()
+
+
+def test_the_workloads_are_the_sizes_the_benchmark_claims():
+    loads = workloads()
+    assert BENCH_TODAY == TODAY
+    assert 250 <= resource_count(loads["A"][1]) <= 350
+    assert 250 <= resource_count(loads["B"][1]) <= 350
+    assert 4500 <= resource_count(loads["C"][1]) <= 5500
+    assert 250 <= resource_count(loads["D"][1]) <= 350
+
+
+@pytest.mark.parametrize("name", ["A", "B", "C", "D"])
+def test_each_workload_gets_its_cards_every_time(client, name):
+    service, body = workloads()[name]
+    data = orjson.dumps(body)
+    for _ in range(3):
+        response = client.post(
+            f"/cds-services/{service}", data=data, content_type="application/json"
+        )
+        assert response.status_code == 200
+        cards = response.get_json()["cards"]
+        assert [card["source"]["topic"]["code"] for card in cards] == EXPECTED_TOPICS[name]
+    if name in ("B", "C"):
+        referral = cards[-1]
+        assert "2 of the last 2 TPIs" in referral["summary"]
+        assert "apixaban" in cards[0]["detail"]
+
+
+def test_the_ceiling_decodes_the_body_and_answers_no_cards():
+    ceiling = create_ceiling_app().test_client()
+    body = orjson.dumps(workloads()["B"][1])
+    response = ceiling.post(
+        "/cds-services/tpi-order-select", data=body, content_type="application/json"
+    )
+    assert response.get_data() == b'{"cards":[]}'
+    broken = ceiling.post(
+        "/cds-services/tpi-order-select", data=b"{not json", content_type="application/json"
+    )
+    assert broken.status_code == 500  # it really decodes: a bad body fails
