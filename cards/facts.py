@@ -11,6 +11,8 @@ from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
+from fhir.resources.R4B.codeableconcept import CodeableConcept
+
 from cards.orders import OrderContext
 from cards.policy import PolicyProfile
 from cards.reading import (
@@ -129,8 +131,6 @@ class Facts:
         if medication is not None and getattr(medication, "code", None) is not None:
             return medication.code
         if reference.display:
-            from fhir.resources.R4B.codeableconcept import CodeableConcept
-
             return CodeableConcept(text=reference.display)
         return None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,14 @@ VIGNETTES = TESTS_DIR / "vignettes"
 SHARED = TESTS_DIR.parent.parent / "shared"
 TODAY = date(2026, 11, 23)
 TOPIC_SYSTEM = "urn:tpi-cds:topic"
+TOPICS = {"tpi-safety", "tpi-eligibility", "pt-integration", "specialist-referral"}
+
+
+class FixedToday(EngineSettings):
+    """The vignettes are written for 2026-11-23: the service judges by that day in tests."""
+
+    def today(self) -> date:
+        return TODAY
 
 
 def load_vignette(name: str) -> dict[str, Any]:
@@ -57,3 +66,52 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"{SHARED} is absent (a bare clone): shared fixtures not available")
     return SHARED
+
+
+def without_uuids(value: Any) -> Any:
+    """A response with every uuid removed: what must match between two runs."""
+    if isinstance(value, dict):
+        return {k: without_uuids(v) for k, v in value.items() if k != "uuid"}
+    if isinstance(value, list):
+        return [without_uuids(v) for v in value]
+    return value
+
+
+def service_client(tmp_path: Path, **settings: Any) -> Any:
+    """A Flask test client for the web service, judging by TODAY, storing under tmp_path."""
+    from cds_service.app import create_app
+    from cds_service.settings import ServiceSettings
+
+    settings.setdefault("engine", FixedToday())
+    settings.setdefault("data_dir", str(tmp_path))
+    return create_app(ServiceSettings(**settings)).test_client()
+
+
+def assert_well_formed(c: dict[str, Any]) -> None:
+    """What the engine promises for every card (CDS Hooks 2.0 and the rules page, section 4)."""
+    assert c["uuid"]
+    assert 0 < len(c["summary"]) < 140
+    assert c["detail"].strip()
+    assert c["indicator"] in {"info", "warning", "critical"}
+    assert c["source"]["label"]
+    assert c["source"]["topic"]["system"] == TOPIC_SYSTEM
+    assert c["source"]["topic"]["code"] in TOPICS
+    assert c["links"]
+    for link in c["links"]:
+        assert link["url"].startswith("https://"), link
+        assert link["label"]
+    assert c["overrideReasons"]
+    for reason in c["overrideReasons"]:
+        assert reason["display"]
+    if "suggestions" in c:
+        assert c["suggestions"], "suggestions present but empty"
+        assert c["selectionBehavior"] in {"at-most-one", "any"}
+        for s in c["suggestions"]:
+            assert s["uuid"]
+            assert s["label"]
+    for key, value in c.items():
+        assert value is not None and value not in ("", [], {}), f"empty optional {key}"
+    # No internal rule ids or page jargon in the summary.
+    assert not re.search(r"\b[SEPR]\d\b", c["summary"]), c["summary"]
+    assert "payer responder" not in c["summary"].lower()
+    assert "payer non-responder" not in c["summary"].lower()

@@ -9,19 +9,12 @@ import pytest
 
 from cds_service.app import create_app
 from cds_service.auth import AuthSettings
-from cds_service.settings import EngineSettings, ServiceSettings
-from conftest import TODAY, evaluate, load_vignette
+from cds_service.settings import ServiceSettings
+from conftest import FixedToday, evaluate, load_vignette, without_uuids
 
 NO_AUTH = AuthSettings(enabled=False)  # authentication has its own tests (test_auth.py)
 ORDER_SELECT = "/cds-services/tpi-order-select"
 VIGNETTE = "referral-r1-two-failed-neck-tpis"
-
-
-class FixedToday(EngineSettings):
-    """The vignettes are written for 2026-11-23."""
-
-    def today(self):
-        return TODAY
 
 
 @pytest.fixture
@@ -38,14 +31,6 @@ def settings(tmp_path) -> ServiceSettings:
 @pytest.fixture
 def client(settings):
     return create_app(settings).test_client()
-
-
-def without_uuids(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: without_uuids(v) for k, v in value.items() if k != "uuid"}
-    if isinstance(value, list):
-        return [without_uuids(v) for v in value]
-    return value
 
 
 def assert_outcome(response, status: int, *words: str) -> dict:

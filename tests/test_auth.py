@@ -21,10 +21,8 @@ from issuers import (
     unsigned,
 )
 
-from cds_service.app import create_app
 from cds_service.auth import AuthSettings, IssuerConfig
-from cds_service.settings import EngineSettings, ServiceSettings
-from conftest import TODAY, load_vignette
+from conftest import load_vignette, service_client
 
 __all__ = ["jwks_server"]
 
@@ -35,19 +33,9 @@ EC = ec_key("ec-1")
 ATTACKER = rsa_key("rsa-1")  # same kid, different key
 
 
-class FixedToday(EngineSettings):
-    def today(self):
-        return TODAY
-
-
 def make_client(tmp_path, *issuers: IssuerConfig, **auth: Any):
     issuers = issuers or (IssuerConfig(iss=ISSUER, jwks=jwks(RSA, EC)),)
-    settings = ServiceSettings(
-        engine=FixedToday(),
-        data_dir=str(tmp_path),
-        auth=AuthSettings(issuers=tuple(issuers), **auth),
-    )
-    return create_app(settings).test_client()
+    return service_client(tmp_path, auth=AuthSettings(issuers=tuple(issuers), **auth))
 
 
 @pytest.fixture

@@ -9,25 +9,13 @@ import pytest
 from bench.ceiling import create_ceiling_app
 from bench.workloads import EXPECTED_TOPICS, resource_count, workloads
 from bench.workloads import TODAY as BENCH_TODAY
-from cds_service.app import create_app
 from cds_service.auth import AuthSettings
-from cds_service.settings import EngineSettings, ServiceSettings
-from conftest import TODAY
-
-
-class FixedToday(EngineSettings):
-    def today(self):
-        return TODAY
+from conftest import TODAY, service_client
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    settings = ServiceSettings(
-        engine=FixedToday(),
-        data_dir=str(tmp_path_factory.mktemp("bench")),
-        auth=AuthSettings(enabled=False),
-    )
-    return create_app(settings).test_client()
+    return service_client(tmp_path_factory.mktemp("bench"), auth=AuthSettings(enabled=False))
 
 
 def test_the_workloads_are_the_sizes_the_benchmark_claims():

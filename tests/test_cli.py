@@ -7,12 +7,11 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from cds_service.evaluation import response_json
-from conftest import SHARED, TODAY, VIGNETTES, evaluate, load_vignette
+from conftest import SHARED, TODAY, VIGNETTES, evaluate, load_vignette, without_uuids
 
 EXAMPLE = SHARED / "examples" / "order-select-request.json"
 
@@ -29,14 +28,6 @@ def run(
         env=env,
         check=False,
     )
-
-
-def without_uuids(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: without_uuids(v) for k, v in value.items() if k != "uuid"}
-    if isinstance(value, list):
-        return [without_uuids(v) for v in value]
-    return value
 
 
 def a_tpi_vignette() -> Path:

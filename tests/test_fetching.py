@@ -14,10 +14,8 @@ from typing import Any
 import pytest
 
 from cards import resources_in
-from cds_service.app import create_app
 from cds_service.auth import AuthSettings
-from cds_service.settings import EngineSettings, ServiceSettings
-from conftest import TODAY, evaluate, load_vignette
+from conftest import evaluate, load_vignette, service_client, without_uuids
 from fhir_servers import fault_server, fhir_server
 
 __all__ = ["fault_server", "fhir_server"]
@@ -35,16 +33,10 @@ SERVICE_FOR_HOOK = {
 }
 
 
-class FixedToday(EngineSettings):
-    def today(self):
-        return TODAY
-
-
 def client_for(tmp_path, **fetch: Any):
     fetch.setdefault("fhir_server_allowlist", ("loopback",))
-    settings = ServiceSettings(
-        engine=FixedToday(),
-        data_dir=str(tmp_path),
+    return service_client(
+        tmp_path,
         auth=AuthSettings(enabled=False),
         fetch_allow_http_loopback=True,
         fetch_connect_timeout=fetch.pop("connect", 2.0),
@@ -52,15 +44,6 @@ def client_for(tmp_path, **fetch: Any):
         fetch_deadline=fetch.pop("deadline", 10.0),
         **fetch,
     )
-    return create_app(settings).test_client()
-
-
-def without_uuids(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: without_uuids(v) for k, v in value.items() if k != "uuid"}
-    if isinstance(value, list):
-        return [without_uuids(v) for v in value]
-    return value
 
 
 def post(client, request: dict[str, Any]):

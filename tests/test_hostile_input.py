@@ -13,10 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cds_service.app import create_app
 from cds_service.auth import AuthSettings
-from cds_service.settings import EngineSettings, ServiceSettings
-from conftest import TODAY
+from conftest import service_client
 
 ALLOWED = {200, 400, 401, 404, 412, 413}
 CPT = "http://www.ama-assn.org/go/cpt"
@@ -51,21 +49,14 @@ PREFETCH_KEYS = [
 ]
 
 
-class FixedToday(EngineSettings):
-    def today(self):
-        return TODAY
-
-
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    settings = ServiceSettings(
-        engine=FixedToday(),
-        data_dir=str(tmp_path_factory.mktemp("hostile")),
+    return service_client(
+        tmp_path_factory.mktemp("hostile"),
         auth=AuthSettings(enabled=False),
         max_body_bytes=1024 * 1024,
         fetch_deadline=0.2,
     )
-    return create_app(settings).test_client()
 
 
 json_scalars = st.one_of(

@@ -7,13 +7,12 @@ variations (one status, one date, one code) are made here in Python.
 from __future__ import annotations
 
 import copy
-import re
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from conftest import TODAY, VIGNETTES, card, evaluate, load_vignette, topics
+from conftest import TODAY, VIGNETTES, assert_well_formed, card, evaluate, load_vignette, topics
 
 SAFETY = "tpi-safety"
 TOPIC_SYSTEM = "urn:tpi-cds:topic"
@@ -76,36 +75,6 @@ def clinical_status(code: str) -> dict[str, Any]:
 def mentions(text: str, *alternatives: str) -> bool:
     low = text.lower()
     return any(a.lower() in low for a in alternatives)
-
-
-def assert_well_formed(c: dict[str, Any]) -> None:
-    """What the engine promises for every card (CDS Hooks 2.0 + the common brief)."""
-    assert c["uuid"]
-    assert 0 < len(c["summary"]) < 140
-    assert c["detail"].strip()
-    assert c["indicator"] in {"info", "warning", "critical"}
-    assert c["source"]["label"]
-    assert c["source"]["topic"]["system"] == TOPIC_SYSTEM
-    assert c["source"]["topic"]["code"] in TOPICS
-    assert c["links"]
-    for link in c["links"]:
-        assert link["url"].startswith("https://"), link
-        assert link["label"]
-    assert c["overrideReasons"]
-    for reason in c["overrideReasons"]:
-        assert reason["display"]
-    if "suggestions" in c:
-        assert c["suggestions"], "suggestions present but empty"
-        assert c["selectionBehavior"] in {"at-most-one", "any"}
-        for s in c["suggestions"]:
-            assert s["uuid"]
-            assert s["label"]
-    for key, value in c.items():
-        assert value is not None and value not in ("", [], {}), f"empty optional {key}"
-    # rule page section 4: no internal rule ids or page jargon in the summary
-    assert not re.search(r"\b[SEPR]\d\b", c["summary"]), c["summary"]
-    assert "payer responder" not in c["summary"].lower()
-    assert "payer non-responder" not in c["summary"].lower()
 
 
 def safety(request: dict[str, Any], **kwargs: Any) -> dict[str, Any] | None:
