@@ -120,6 +120,8 @@ def create_app(
         )
     app.register_blueprint(cds_hooks)
     app.register_blueprint(health)
+    # Nothing opened at start may be shared by forked workers: each opens its own.
+    store.dispose()
     app.before_request(_start_request)
     app.after_request(_log_request)
     app.register_error_handler(HTTPException, _http_error)
