@@ -16,7 +16,7 @@ from typing import Protocol
 from sqlalchemy import delete, insert
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from cds_service.store import FeedbackStore, seen_tokens_table
+from cds_service.store import FeedbackStore, StoreUnavailableError, seen_tokens_table
 
 log = logging.getLogger(__name__)
 CLEANUP_EVERY = 500
@@ -63,13 +63,14 @@ class SqlReplayGuard:
         key = token_key(iss, jti)
         keep_until = expires_at + self.leeway
         try:
+            self.store.ensure_schema()
             with self.store.engine.begin() as connection:
                 connection.execute(
                     insert(seen_tokens_table), {"token_key": key, "expires_at": keep_until}
                 )
         except IntegrityError:
             return self._expired_then_retry(key, keep_until)
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, StoreUnavailableError) as exc:
             log.error(
                 "replay store unavailable (%s): checking jti in this process only",
                 type(exc).__name__,

@@ -76,6 +76,7 @@ class FeedbackStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = _make_engine(url)
+        self.schema_ready = False
 
     def create_schema(self) -> None:
         try:
@@ -84,9 +85,16 @@ class FeedbackStore:
             raise StoreUnavailableError(
                 f"cannot create the feedback schema: {type(exc).__name__}"
             ) from exc
+        self.schema_ready = True
+
+    def ensure_schema(self) -> None:
+        """A database that was down at start gets its tables when it comes back."""
+        if not self.schema_ready:
+            self.create_schema()
 
     def add(self, entries: Sequence[FeedbackEntry]) -> None:
         """All entries in one transaction; returns only after the commit."""
+        self.ensure_schema()
         now = datetime.now(UTC)
         rows = [
             {

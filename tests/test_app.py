@@ -317,3 +317,19 @@ def test_odd_but_parseable_requests_never_give_a_500(client, mangle):
     mangle(request)
     response = client.post(ORDER_SELECT, json=request)
     assert response.status_code in (200, 400, 412), response.get_data(as_text=True)
+
+
+def test_a_store_that_was_down_at_start_is_used_once_it_is_back(tmp_path):
+    database = tmp_path / "feedback.sqlite3"
+    database.mkdir()  # a folder where the database file belongs: SQLite cannot open it
+    settings = ServiceSettings(
+        engine=FixedToday(), database_url=f"sqlite:///{database}", auth=NO_AUTH
+    )
+    client = create_app(settings).test_client()
+    body = {"feedback": [feedback_entry("c-1", outcome="overridden")]}
+    assert_outcome(client.post(f"{ORDER_SELECT}/feedback", json=body), 503, "nothing was kept")
+    database.rmdir()
+    assert client.post(f"{ORDER_SELECT}/feedback", json=body).status_code == 200
+    from cds_service.store import FeedbackStore
+
+    assert [e["card_uuid"] for e in FeedbackStore(settings.store_url).export()] == ["c-1"]
