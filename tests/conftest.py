@@ -50,6 +50,14 @@ def evaluate_vignette(name: str, **kwargs: Any) -> dict[str, Any]:
     return evaluate(load_vignette(name), **kwargs)
 
 
+def resource(request: dict[str, Any], key: str, rid: str) -> dict[str, Any]:
+    """One resource of a vignette's prefetch, by key and id, to vary a story in place."""
+    for entry in request["prefetch"][key]["entry"]:
+        if entry["resource"]["id"] == rid:
+            return entry["resource"]
+    raise KeyError(f"{key}/{rid}")
+
+
 def card(response: dict[str, Any], topic: str) -> dict[str, Any] | None:
     """The response's card for a topic code, or None; fails if the topic appears twice."""
     found = [c for c in response["cards"] if c["source"]["topic"]["code"] == topic]

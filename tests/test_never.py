@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from conftest import TOPIC_SYSTEM, VIGNETTES, card, evaluate, evaluate_vignette, load_vignette
+from conftest import (
+    TOPIC_SYSTEM,
+    VIGNETTES,
+    card,
+    evaluate,
+    evaluate_vignette,
+    load_vignette,
+    resource,
+)
 
 TOPICS = {"tpi-safety", "tpi-eligibility", "pt-integration", "specialist-referral"}
 SNOMED = "http://snomed.info/sct"
@@ -17,13 +25,6 @@ MINE = sorted(
     for prefix in ("response-", "pt-", "referral-", "never-")
     for path in VIGNETTES.glob(f"{prefix}*.json")
 )
-
-
-def resource(request: dict[str, Any], key: str, rid: str) -> dict[str, Any]:
-    for entry in request["prefetch"][key]["entry"]:
-        if entry["resource"]["id"] == rid:
-            return entry["resource"]
-    raise KeyError(f"{key}/{rid}")
 
 
 def suggested_codings(c: dict[str, Any]) -> list[tuple[str, str]]:

@@ -6,18 +6,11 @@ from typing import Any
 
 import pytest
 
-from conftest import card, evaluate, evaluate_vignette, load_vignette, topics
+from conftest import card, evaluate, evaluate_vignette, load_vignette, resource, topics
 
 TOPIC = "pt-integration"
 SNOMED = "http://snomed.info/sct"
 PT_REFERRAL = "308447003"
-
-
-def resource(request: dict[str, Any], key: str, rid: str) -> dict[str, Any]:
-    for entry in request["prefetch"][key]["entry"]:
-        if entry["resource"]["id"] == rid:
-            return entry["resource"]
-    raise KeyError(f"{key}/{rid}")
 
 
 def assert_pt_suggestion(c: dict[str, Any], patient_id: str) -> None:

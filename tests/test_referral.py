@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from conftest import card, evaluate, evaluate_vignette, load_vignette
+from conftest import card, evaluate, evaluate_vignette, load_vignette, resource
 
 TOPIC = "specialist-referral"
 SNOMED = "http://snomed.info/sct"
@@ -14,13 +14,6 @@ PAIN = "306265007"
 PMR = "306289000"
 RHEUM = "306290009"
 NEURO = "308474002"
-
-
-def resource(request: dict[str, Any], key: str, rid: str) -> dict[str, Any]:
-    for entry in request["prefetch"][key]["entry"]:
-        if entry["resource"]["id"] == rid:
-            return entry["resource"]
-    raise KeyError(f"{key}/{rid}")
 
 
 def offered(c: dict[str, Any]) -> dict[str, bool]:

@@ -13,17 +13,10 @@ from typing import Any
 
 import pytest
 
-from conftest import card, evaluate, evaluate_vignette, load_vignette
+from conftest import card, evaluate, evaluate_vignette, load_vignette, resource
 
 REFERRAL = "specialist-referral"
 ELIGIBILITY = "tpi-eligibility"
-
-
-def resource(request: dict[str, Any], key: str, rid: str) -> dict[str, Any]:
-    for entry in request["prefetch"][key]["entry"]:
-        if entry["resource"]["id"] == rid:
-            return entry["resource"]
-    raise KeyError(f"{key}/{rid}")
 
 
 def set_score(request: dict[str, Any], rid: str, value: float) -> None:
