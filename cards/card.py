@@ -7,6 +7,7 @@ detail. No optional field is ever null or empty.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,12 +28,36 @@ TOPICS = {
 TOPIC_INDEX = {topic: index for index, topic in enumerate(TOPICS, start=1)}
 UUID_MARK = 0xC5
 
-OVERRIDE_REASONS = (
-    ("patient-declined", "Patient declined"),
-    ("addressed-elsewhere", "Already addressed elsewhere"),
-    ("clinical-judgment", "Clinical judgment: not applicable to this patient"),
-    ("payer-exception", "Payer exception or prior authorization on file"),
+RULES_EXTENSION = "tpi-rules"
+SNOOZE_REASONS = (
+    ("snooze-30", "Remind me in 30 days"),
+    ("snooze-90", "Remind me in 90 days"),
 )
+# Per topic, only reasons that make sense there (section 4); snoozes on PT and referral.
+OVERRIDE_REASONS: dict[str, tuple[tuple[str, str], ...]] = {
+    "tpi-safety": (
+        ("benefit-outweighs-risk", "Benefit outweighs risk"),
+        ("already-addressed", "Already addressed"),
+        ("information-inaccurate", "Information not accurate"),
+    ),
+    "tpi-eligibility": (
+        ("payer-exception", "Payer exception / prior authorization"),
+        ("documented-elsewhere", "Documented elsewhere"),
+        ("clinical-judgment", "Clinical judgment"),
+    ),
+    "pt-integration": (
+        ("patient-declined", "Patient declined"),
+        ("addressed-elsewhere", "Already addressed elsewhere"),
+        ("clinical-judgment", "Clinical judgment"),
+        *SNOOZE_REASONS,
+    ),
+    "specialist-referral": (
+        ("patient-declined", "Patient declined"),
+        ("addressed-elsewhere", "Already addressed elsewhere"),
+        ("clinical-judgment", "Clinical judgment"),
+        *SNOOZE_REASONS,
+    ),
+}
 
 
 class Indicator(IntEnum):
@@ -82,6 +107,15 @@ class Sources:
         "Scott et al., Pain Med 2009: no injectate better than another for TPI",
         "https://pubmed.ncbi.nlm.nih.gov/18992040/",
     )
+    ASRA = Link(
+        "Narouze et al., ASRA/ESRA/AAPM/INS/NANS/WIP guideline on antithrombotics in pain "
+        "procedures, Reg Anesth Pain Med 2018",
+        "https://rapm.bmj.com/content/43/3/225",
+    )
+    WOLFE = Link(
+        "Wolfe et al., 2016 revisions to the fibromyalgia diagnostic criteria",
+        "https://pubmed.ncbi.nlm.nih.gov/27916278/",
+    )
 
 
 @dataclass(frozen=True)
@@ -110,9 +144,20 @@ class TopicAdvice:
     topic: str
     findings: list[Finding] = field(default_factory=list)
     suggestions: list[Suggestion] = field(default_factory=list)
-    selection_behavior: str = "at-most-one"
     footer: str = ""
     summary: str | None = None
+
+    @property
+    def selection_behavior(self) -> str:
+        """``any`` when a safety card carries several suggestions (remove the TPI and the
+        steroid); ``at-most-one`` otherwise, alternatives such as specialties included."""
+        if self.topic == "tpi-safety" and len(self.suggestions) > 1:
+            return "any"
+        return "at-most-one"
+
+    @property
+    def indicator(self) -> Indicator | None:
+        return max((f.indicator for f in self.findings), default=None)
 
     def add(self, finding: Finding | None) -> None:
         if finding is not None:
@@ -123,13 +168,34 @@ class TopicAdvice:
         return sorted(self.findings, key=lambda f: -f.indicator)
 
 
-def build_card(advice: TopicAdvice) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class AdvisedCard:
+    """A card with what card memory needs: its topic, rule ids and an evidence fingerprint.
+
+    The fingerprint is a hash of the evidence the card shows (its detail), so the same
+    findings on the same evidence give the same key at order-select and order-sign.
+    """
+
+    card: dict[str, Any]
+    topic: str
+    rules: tuple[str, ...]
+    fingerprint: str
+
+    @property
+    def indicator(self) -> str:
+        return self.card["indicator"]
+
+
+def build_card(advice: TopicAdvice) -> AdvisedCard | None:
     if not advice.findings:
         return None
     findings = advice.ordered()
     indicator = findings[0].indicator
     summary = advice.summary or findings[0].summary
-    lines = [f"- **{f.title}** ({f.indicator.code}): {f.detail}" for f in findings]
+    if len(findings) == 1:
+        lines = [f"**{findings[0].title}**: {findings[0].detail}"]
+    else:
+        lines = [f"- **{f.title}**: {f.detail}" for f in findings]
     if advice.footer:
         lines += ["", advice.footer]
     links: dict[str, Link] = {}
@@ -152,16 +218,20 @@ def build_card(advice: TopicAdvice) -> dict[str, Any] | None:
         },
         "overrideReasons": [
             {"system": OVERRIDE_SYSTEM, "code": code, "display": display}
-            for code, display in OVERRIDE_REASONS
+            for code, display in OVERRIDE_REASONS[advice.topic]
         ],
         "links": [
             {"label": link.label, "url": link.url, "type": "absolute"} for link in links.values()
         ],
     }
+    rules = tuple(sorted({f.rule for f in findings}))
+    card["extension"] = {RULES_EXTENSION: list(rules)}
     if advice.suggestions:
         card["suggestions"] = [suggestion_json(s, advice.topic) for s in advice.suggestions]
         card["selectionBehavior"] = advice.selection_behavior
-    return card
+    evidence = "\n".join([advice.topic, *rules, card["detail"]])
+    fingerprint = hashlib.sha256(evidence.encode()).hexdigest()[:32]
+    return AdvisedCard(card, advice.topic, rules, fingerprint)
 
 
 def card_uuid(topic: str) -> str:

@@ -1,4 +1,4 @@
-"""The engine: value sets and a policy, loaded once; advice per request."""
+"""The engine: value sets and policies, loaded once; advice per request."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
-from cards.card import TopicAdvice, build_card
+from cards.card import AdvisedCard, Indicator, TopicAdvice, build_card
 from cards.eligibility import eligibility_advice
 from cards.facts import Facts
 from cards.orders import OrderContext, TpiOrder, find_tpi_orders
 from cards.physical_therapy import pt_advice
-from cards.policy import PolicyProfile
+from cards.policy import Policies, PolicyProfile
 from cards.record import PatientRecord
 from cards.referral import referral_advice
 from cards.safety import safety_advice
@@ -29,9 +29,14 @@ PATIENT_VIEW_TOPICS: tuple[Callable[[Facts], TopicAdvice], ...] = (pt_advice, re
 class Engine:
     """Pure advice: FHIR data and an order context in, CDS Hooks cards out."""
 
-    def __init__(self, terminology: Terminology, policy: PolicyProfile) -> None:
+    def __init__(self, terminology: Terminology, policies: Policies) -> None:
         self.terminology = terminology
-        self.policy = policy
+        self.policies = policies
+
+    @property
+    def policy(self) -> PolicyProfile:
+        """The site's default profile (used when the patient's coverage decides nothing)."""
+        return self.policies.default_profile
 
     def tpi_orders(self, hook: str, context: dict[str, Any]) -> list[TpiOrder]:
         return find_tpi_orders(hook, context, self.terminology)
@@ -43,13 +48,32 @@ class Engine:
         self, record: PatientRecord, orders: OrderContext, today: date
     ) -> list[dict[str, Any]]:
         """At most one card per topic; no card at all on an order hook without a TPI order."""
+        return [advised.card for advised in self.advise_keyed(record, orders, today)]
+
+    def advise_keyed(
+        self, record: PatientRecord, orders: OrderContext, today: date
+    ) -> list[AdvisedCard]:
+        """The cards with their memory keys (topic, rule ids, evidence fingerprint).
+
+        Precedence: a critical infection card (do not inject) is sent alone — the other
+        topics are moot while the injection should not happen. A critical allergy card hides
+        nothing: the injection goes ahead with another injectate.
+        """
         if orders.is_order_hook and not orders.tpi_orders:
             return []
-        facts = Facts(record, orders, self.terminology, self.policy, today)
+        facts = Facts(record, orders, self.terminology, self.policies, today)
         topics = ORDER_TOPICS if orders.is_order_hook else PATIENT_VIEW_TOPICS
-        cards = []
+        cards: list[AdvisedCard] = []
         for topic in topics:
-            card = build_card(topic(facts))
+            advice = topic(facts)
+            if advice.topic == "tpi-safety" and _do_not_inject(advice):
+                card = build_card(advice)
+                return [card] if card is not None else []
+            card = build_card(advice)
             if card is not None:
                 cards.append(card)
         return cards
+
+
+def _do_not_inject(advice: TopicAdvice) -> bool:
+    return any(f.rule == "S1" and f.indicator is Indicator.CRITICAL for f in advice.findings)

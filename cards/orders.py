@@ -21,11 +21,18 @@ ORDER_HOOKS = ("order-select", "order-sign")
 
 @dataclass(frozen=True)
 class TpiOrder:
-    """A TPI draft order: its reference (for a delete suggestion) and its body sites."""
+    """A TPI draft order: its reference (for a delete suggestion), its body sites, its
+    reasons (the indication the EHR attached) and the free text of its details and notes."""
 
     resource_type: str
     id: str | None
     body_sites: tuple[tuple[str, str, str], ...]
+    body_site_concepts: tuple[dict[str, Any], ...] = ()
+    reason_codes: tuple[tuple[str, str, str], ...] = ()
+    reason_concepts: tuple[dict[str, Any], ...] = ()
+    reason_references: tuple[str, ...] = ()
+    texts: tuple[str, ...] = ()
+    detail_codes: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def reference(self) -> str | None:
@@ -82,8 +89,44 @@ def find_tpi_orders(hook: str, context: dict[str, Any], terminology: Terminology
         rid = raw.get("id") if isinstance(raw.get("id"), str) else None
         if hook == "order-select" and not _is_selected(kind, rid, selected):
             continue
-        found.append(TpiOrder(kind, rid, tuple(_body_sites(raw.get("bodySite")))))
+        found.append(
+            TpiOrder(
+                kind,
+                rid,
+                tuple(_body_sites(raw.get("bodySite"))),
+                body_site_concepts=tuple(_concepts(raw.get("bodySite"))),
+                reason_codes=tuple(_body_sites(raw.get("reasonCode"))),
+                reason_concepts=tuple(_concepts(raw.get("reasonCode"))),
+                reason_references=tuple(
+                    r["reference"]
+                    for r in raw.get("reasonReference") or []
+                    if isinstance(r, dict) and isinstance(r.get("reference"), str)
+                )
+                if isinstance(raw.get("reasonReference"), list)
+                else (),
+                texts=tuple(_order_texts(raw)),
+                detail_codes=tuple(_body_sites(raw.get("orderDetail"))),
+            )
+        )
     return found
+
+
+def _concepts(value: Any) -> Iterable[dict[str, Any]]:
+    if isinstance(value, list):
+        yield from (c for c in value if isinstance(c, dict))
+
+
+def _order_texts(raw: dict[str, Any]) -> Iterable[str]:
+    """Free text of orderDetail and note, where an EHR names the injectate."""
+    for concept in _concepts(raw.get("orderDetail")):
+        if isinstance(concept.get("text"), str):
+            yield concept["text"]
+        for coding in concept.get("coding") or []:
+            if isinstance(coding, dict) and isinstance(coding.get("display"), str):
+                yield coding["display"]
+    for note in _concepts(raw.get("note")):
+        if isinstance(note.get("text"), str):
+            yield note["text"]
 
 
 def _is_selected(kind: str, rid: str | None, selected: set[str]) -> bool:

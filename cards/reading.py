@@ -23,6 +23,7 @@ class When:
     day: date
     instant: datetime
     precise: bool
+    timed: bool = False
 
     @classmethod
     def of(cls, value: Any, *, today: date | None = None) -> When | None:
@@ -35,7 +36,7 @@ class When:
             return None
         if isinstance(value, datetime):
             instant = value if value.tzinfo else value.replace(tzinfo=UTC)
-            return cls(value.date(), instant.astimezone(UTC), True)
+            return cls(value.date(), instant.astimezone(UTC), True, True)
         if isinstance(value, date):
             return cls(value, datetime.combine(value, time.min, UTC), True)
         if isinstance(value, str):
@@ -153,6 +154,13 @@ def _has_abatement(condition: Any) -> bool:
     )
 
 
+def onset_or_recorded(condition: Any, today: date) -> When | None:
+    """A condition's onset (dateTime or period start; other onset types count as none),
+    else its recordedDate."""
+    start = condition.onsetPeriod.start if condition.onsetPeriod else None
+    return first_when(condition.onsetDateTime, start, condition.recordedDate, today=today)
+
+
 def allergy_is_active(allergy: Any) -> bool:
     clinical = status_code(allergy.clinicalStatus)
     verification = status_code(allergy.verificationStatus)
@@ -162,9 +170,11 @@ def allergy_is_active(allergy: Any) -> bool:
 
 
 def reference_matches(reference: str | None, kind: str, rid: str | None) -> bool:
-    """Does a reference string (``Type/id``, absolute URL, history) point at this resource?"""
+    """Does a reference (``Type/id``, absolute URL, history, ``urn:uuid:id``) point at it?"""
     if not reference or not rid:
         return False
+    if reference.startswith("urn:uuid:"):
+        return reference[len("urn:uuid:") :] == rid
     parts = reference.split("/_history/")[0].rstrip("/").split("/")
     return len(parts) >= 2 and parts[-2] == kind and parts[-1] == rid
 
@@ -191,3 +201,8 @@ def format_percent(fraction: float) -> str:
 
 def unique(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(i for i in items if i))
+
+
+def sentence(text: str) -> str:
+    """First letter upper case, the rest as written ("no INR" → "No INR", not "No inr")."""
+    return text[:1].upper() + text[1:]

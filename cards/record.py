@@ -18,6 +18,7 @@ from typing import Any
 from fhir.resources.R4B.allergyintolerance import AllergyIntolerance
 from fhir.resources.R4B.careplan import CarePlan
 from fhir.resources.R4B.condition import Condition
+from fhir.resources.R4B.coverage import Coverage
 from fhir.resources.R4B.fhirresourcemodel import FHIRResourceModel
 from fhir.resources.R4B.medication import Medication
 from fhir.resources.R4B.medicationrequest import MedicationRequest
@@ -33,6 +34,7 @@ MODELS: dict[str, type[FHIRResourceModel]] = {
     "AllergyIntolerance": AllergyIntolerance,
     "CarePlan": CarePlan,
     "Condition": Condition,
+    "Coverage": Coverage,
     "Medication": Medication,
     "MedicationRequest": MedicationRequest,
     "Observation": Observation,
@@ -41,7 +43,7 @@ MODELS: dict[str, type[FHIRResourceModel]] = {
     "ServiceRequest": ServiceRequest,
 }
 
-OBSERVATION_VALUE_SETS = ("pain-scores", "hba1c", "pregnancy-status")
+OBSERVATION_VALUE_SETS = ("pain-scores", "hba1c", "pregnancy-status", "inr", "platelet-count")
 PROCEDURE_VALUE_SETS = ("tpi-procedures", "physical-therapy")
 SERVICE_REQUEST_VALUE_SETS = (
     "physical-therapy",
@@ -55,17 +57,21 @@ CONDITION_VALUE_SETS = (
     "qualifying-diagnoses",
     "regional-pain-diagnoses",
     "fibromyalgia",
-    "active-infection",
+    "skin-soft-tissue-infection",
+    "systemic-infection",
     "anesthetic-allergy-history",
     "long-term-anticoagulant-use",
+    "severe-liver-kidney-disease",
     "bleeding-disorders",
+    "thrombocytopenia",
     "uncontrolled-diabetes",
     "pregnancy",
-    "headache-diagnoses",
+    "tension-type-headache",
+    "migraine",
     "radiculopathy",
 )
 MEDICATION_REQUEST_STATUSES = ("active", "on-hold")
-MEDICATION_VALUE_SETS = ("anticoagulants", "corticosteroids")
+MEDICATION_VALUE_SETS = ("anticoagulants", "aspirin", "corticosteroids")
 ALLERGY_VALUE_SETS = ("local-anesthetics", "anesthetic-allergy-history")
 CARE_PLAN_VALUE_SETS = ("physical-therapy",)
 MAX_STRIP_ROUNDS = 3
@@ -82,7 +88,9 @@ READ_ELEMENTS: dict[str, frozenset[str]] = {
             "code",
             "subject",
             "onsetDateTime",
+            "onsetPeriod",
             "recordedDate",
+            "bodySite",
             "abatementDateTime",
             "abatementAge",
             "abatementPeriod",
@@ -139,6 +147,9 @@ READ_ELEMENTS: dict[str, frozenset[str]] = {
             "verificationStatus",
             "code",
             "patient",
+            "type",
+            "criticality",
+            "reaction",
             "recordedDate",
             "onsetDateTime",
         }
@@ -157,6 +168,10 @@ READ_ELEMENTS: dict[str, frozenset[str]] = {
             "occurrenceDateTime",
             "occurrencePeriod",
             "bodySite",
+            "reasonCode",
+            "reasonReference",
+            "orderDetail",
+            "note",
         }
     ),
     "CarePlan": frozenset(
@@ -170,9 +185,13 @@ READ_ELEMENTS: dict[str, frozenset[str]] = {
             "subject",
             "period",
             "created",
+            "addresses",
         }
     ),
     "PractitionerRole": frozenset({"resourceType", "id", "specialty"}),
+    "Coverage": frozenset(
+        {"resourceType", "id", "status", "type", "period", "order", "payor", "beneficiary"}
+    ),
 }
 
 
@@ -281,6 +300,7 @@ class PatientRecord:
     service_requests: list[ServiceRequest] = field(default_factory=list)
     care_plans: list[CarePlan] = field(default_factory=list)
     practitioner_roles: list[PractitionerRole] = field(default_factory=list)
+    coverages: list[Coverage] = field(default_factory=list)
     read: int = 0
     kept: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
@@ -335,6 +355,8 @@ class PatientRecord:
             self.care_plans.append(resource)
         elif kind == "PractitionerRole":
             self.practitioner_roles.append(resource)
+        elif kind == "Coverage":
+            self.coverages.append(resource)
 
 
 def _relevance(terminology: Terminology) -> dict[str, Callable[[dict[str, Any]], bool]]:
@@ -407,4 +429,5 @@ def _relevance(terminology: Terminology) -> dict[str, Callable[[dict[str, Any]],
         "Medication": always,
         "AllergyIntolerance": coded_or_named(ALLERGY_VALUE_SETS, "code"),
         "PractitionerRole": always,
+        "Coverage": lambda raw: raw.get("status") == "active",
     }

@@ -1,18 +1,22 @@
 """Topic ``specialist-referral`` (rules R1-R5): stop repeating what does not work; refer.
 
-Candidates: pain medicine and PM&R always (PM&R only for R5 alone), rheumatology for R3,
-neurology for R4. Never to a specialty the patient already has a referral to, nor to the
-ordering user's own specialty.
+Candidates: pain medicine and PM&R for R1 and R2, rheumatology for R3, neurology for R4,
+PM&R for R5. Never to a specialty the patient already has a referral to, nor to the
+ordering user's own specialty; an info-level finding left with no specialty to offer needs
+no action and gets no card.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from cards.card import Finding, Indicator, Sources, Suggestion, TopicAdvice, join_evidence
-from cards.facts import REFERRAL_VALUE_SETS, Facts
+from cards.facts import REFERRAL_VALUE_SETS, ConditionFact, Facts
 from cards.physical_therapy import referral_request
-from cards.response import Response, describe_response
+from cards.reading import sentence
+from cards.regions import HEAD_AND_NECK, acr_regions
+from cards.response import Response, Session, describe_course
 
 SPECIALTY_NAMES = {
     "neurology": "neurology",
@@ -21,51 +25,77 @@ SPECIALTY_NAMES = {
     "rehabilitation": "PM&R (physiatry)",
 }
 PREFERENCE = ("neurology", "rheumatology", "pain", "rehabilitation")
+CANDIDATES = {
+    "R1": ("pain", "rehabilitation"),
+    "R2": ("pain", "rehabilitation"),
+    "R3": ("rheumatology",),
+    "R4": ("neurology",),
+    "R5": ("rehabilitation",),
+}
+# Which finding makes the recommended specialty, in order of preference.
+MAKES = {
+    "neurology": ("R4",),
+    "rheumatology": ("R3",),
+    "pain": ("R1", "R2"),
+    "rehabilitation": ("R1", "R2", "R5"),
+}
 
 
 @dataclass(frozen=True)
-class ReferralFindings:
-    nonresponse: Finding | None
-    session_cap: Finding | None
-    widespread: Finding | None
-    headache: Finding | None
-    radiculopathy: Finding | None
-
-    def all(self) -> list[Finding]:
-        found = (
-            self.nonresponse,
-            self.session_cap,
-            self.widespread,
-            self.headache,
-            self.radiculopathy,
-        )
-        return [f for f in found if f is not None]
+class Candidate:
+    finding: Finding
+    reason: ConditionFact | None = None
 
 
 def referral_advice(facts: Facts) -> TopicAdvice:
     advice = TopicAdvice("specialist-referral")
     if not has_tpi_context(facts):
         return advice
-    findings = referral_findings(facts)
-    for finding in findings.all():
-        advice.add(finding)
-    if not advice.findings:
+    found = referral_findings(facts)
+    if not found:
         return advice
-    candidates = candidate_specialties(findings)
-    offered, suppressed = [], []
-    for category in candidates:
-        reason = suppression_reason(facts, category)
-        (suppressed if reason else offered).append((category, reason))
-    recommended = next((c for c in PREFERENCE if c in {o for o, _ in offered}), None)
-    for category, _ in offered:
-        advice.suggestions.append(referral_suggestion(facts, category, category == recommended))
-    lead = advice.ordered()[0]
-    target = f"refer to {SPECIALTY_NAMES[recommended]}" if recommended else "referral in place"
-    joiner = "; " if ":" in lead.summary else ": "
-    advice.summary = f"{lead.summary}{joiner}{target}"
-    notes = [f"not suggested: {SPECIALTY_NAMES[c]} ({reason})" for c, reason in suppressed]
+    suppressed: dict[str, str] = {}
+    for rule in found:
+        for category in CANDIDATES[rule]:
+            reason = suppression_reason(facts, category, rule)
+            if reason:
+                suppressed.setdefault(f"{rule}:{category}", reason)
+    offered_by = {
+        rule: [c for c in CANDIDATES[rule] if f"{rule}:{c}" not in suppressed] for rule in found
+    }
+    kept = {
+        rule: item
+        for rule, item in found.items()
+        if item.finding.indicator is Indicator.WARNING or offered_by[rule]
+    }
+    if not kept:
+        return advice
+    for item in kept.values():
+        advice.add(item.finding)
+    offered = [c for c in PREFERENCE if any(c in offered_by[r] for r in kept)]
+    recommended = offered[0] if offered else None
+    reasons = {
+        category: next(
+            (kept[r].reason for r in MAKES[category] if r in kept and kept[r].reason), None
+        )
+        for category in offered
+    }
+    for category in offered:
+        advice.suggestions.append(
+            referral_suggestion(facts, category, category == recommended, reasons.get(category))
+        )
+    if recommended is not None:
+        lead = next(kept[r].finding for r in MAKES[recommended] if r in kept)
+        advice.summary = f"{lead.summary}: refer to {SPECIALTY_NAMES[recommended]}"
+    else:
+        lead = advice.ordered()[0]
+        advice.summary = f"{lead.summary}: specialist care already in place"
+    notes = sorted(
+        {f"{SPECIALTY_NAMES[key.split(':')[1]]} ({reason})" for key, reason in suppressed.items()}
+    )
+    notes = [n for n in notes if not any(n.startswith(SPECIALTY_NAMES[c] + " (") for c in offered)]
     if notes:
-        advice.footer = "Referral " + "; ".join(notes) + "."
+        advice.footer = "Not suggested: " + "; ".join(notes) + "."
     return advice
 
 
@@ -76,125 +106,161 @@ def has_tpi_context(facts: Facts) -> bool:
     return bool(facts.sessions_last_year)
 
 
-def referral_findings(facts: Facts) -> ReferralFindings:
+def referral_findings(facts: Facts) -> dict[str, Candidate]:
     policy = facts.policy
     sessions = facts.sessions_last_year
+    found: dict[str, Candidate] = {}
     nonresponders = [r for r in facts.responses if r.clinical is Response.NON_RESPONDER]
-    nonresponse = None
     if len(nonresponders) >= policy.nonresponder_referral_count:
-        evidence = "; ".join(describe_response(r, policy) for r in nonresponders)
-        nonresponse = Finding(
-            "R1",
-            Indicator.WARNING,
-            "No response to repeated TPIs",
-            f"{len(nonresponders)} of the last {len(sessions)} TPIs gave no meaningful relief",
-            "Sessions without a clinically important response (under "
-            f"{round(policy.clinical_relief * 100)} % and under "
-            f"{policy.clinical_drop:g} points of relief): {evidence}. Stop repeating "
-            "injections that do not help.",
-            (Sources.FARRAR, Sources.LCD),
+        courses = "; ".join(describe_course(r, policy) for r in nonresponders)
+        found["R1"] = Candidate(
+            Finding(
+                "R1",
+                Indicator.WARNING,
+                "No response to repeated injections",
+                f"{len(nonresponders)} of the last {len(sessions)} injections gave under "
+                f"{round(policy.clinical_relief * 100)} % relief",
+                "Sessions without a clinically important response (under "
+                f"{round(policy.clinical_relief * 100)} % and under {policy.clinical_drop:g} "
+                f"points at every follow-up): {courses}. Stop repeating injections that do not "
+                "help.",
+                (Sources.FARRAR, Sources.LCD),
+            )
         )
-    cap = None
+    escalate = "R1" in found
+    level = Indicator.WARNING if escalate else Indicator.INFO
     if len(sessions) >= policy.session_cap:
         days = ", ".join(s.day.isoformat() for s in sessions)
-        cap = Finding(
-            "R2",
-            Indicator.WARNING,
-            "Recurrent pain",
-            f"{len(sessions)} TPIs in 12 months (limit {policy.session_cap})",
-            f"{len(sessions)} sessions in the last 12 months ({days}), at or over the "
-            f"{policy.name} limit of {policy.session_cap}: recurrent pain needs a specialist "
-            "reassessment, whatever the response to each injection.",
-            (Sources.LCD,),
-        )
-    widespread = _widespread(facts, escalate=bool(nonresponse or cap))
-    headache = None
-    if nonresponse or cap:
-        headaches = facts.conditions_in("headache-diagnoses")
-        if headaches:
-            headache = Finding(
-                "R4",
-                Indicator.WARNING,
-                "Headache phenotype",
-                f"Headache disorder ({headaches[0].text}) not settling with TPIs",
-                f"Active: {join_evidence(headaches)}. With repeated or unhelpful injections, "
-                "a neurology opinion on the headache is the next step.",
-                (Sources.AFP_2023,),
+        found["R2"] = Candidate(
+            Finding(
+                "R2",
+                level,
+                "Recurrent pain",
+                f"{len(sessions)} injections in 12 months: recurrent pain needs a reassessment",
+                f"{len(sessions)} sessions in the last 12 months ({days}), at or over the "
+                f"limit of {policy.session_cap}: recurrent pain needs a specialist "
+                "reassessment, whatever the response to each injection.",
+                (Sources.LCD,),
             )
-    radiculopathy = None
+        )
+    widespread = _widespread(facts, level)
+    if widespread is not None:
+        found["R3"] = widespread
+    if "R1" in found or "R2" in found:
+        rests_on = [r.session for r in nonresponders] if "R1" in found else list(sessions)
+        headache = _headache(facts, rests_on, level)
+        if headache is not None:
+            found["R4"] = headache
     radicular = facts.conditions_in("radiculopathy")
     if radicular:
-        radiculopathy = Finding(
-            "R5",
-            Indicator.INFO,
-            "Radicular pain",
-            f"{radicular[0].text} on record: pain may not be myofascial",
-            f"Active: {join_evidence(radicular)}. Radicular pain is possibly not myofascial: "
-            "a PM&R evaluation can sort out the pain generator.",
-            (Sources.AFP_2023,),
+        found["R5"] = Candidate(
+            Finding(
+                "R5",
+                Indicator.INFO,
+                "Radicular pain",
+                f"{sentence(radicular[0].name)} on record: the pain may not be myofascial",
+                f"Active: {join_evidence([c.evidence for c in radicular])}. Radicular pain is "
+                "possibly not myofascial: a PM&R evaluation can sort out the pain generator.",
+                (Sources.AFP_2023,),
+            ),
+            radicular[0],
         )
-    return ReferralFindings(nonresponse, cap, widespread, headache, radiculopathy)
+    return found
 
 
-def _widespread(facts: Facts, *, escalate: bool) -> Finding | None:
-    """R3: fibromyalgia, or sessions at 3+ distinct body sites in the last year."""
+def _widespread(facts: Facts, level: Indicator) -> Candidate | None:
+    """R3: fibromyalgia, or sessions in ≥ 4 of the 5 ACR regions in the last year."""
     fibromyalgia = facts.conditions_in("fibromyalgia")
-    sites = {}
-    for session in facts.sessions_last_year:
-        for site in session.sites:
-            sites.setdefault((site.system, site.code), site.display)
-    enough_sites = len(sites) >= facts.policy.widespread_site_count
-    if not fibromyalgia and not enough_sites:
+    places = [
+        place
+        for session in facts.sessions_last_year
+        for place in facts.session_places(session)
+        if place is not None
+    ]
+    regions = acr_regions(places)
+    enough = len(regions) >= facts.policy.widespread_region_count
+    if not fibromyalgia and not enough:
         return None
     evidence = []
     if fibromyalgia:
-        evidence.append(f"active {join_evidence(fibromyalgia)}")
-    if enough_sites:
+        evidence.append(f"active {join_evidence([c.evidence for c in fibromyalgia])}")
+    if enough:
         evidence.append(
-            f"TPIs at {len(sites)} different sites in 12 months ({', '.join(sites.values())})"
+            f"injections in {len(regions)} of 5 body regions in 12 months "
+            f"({', '.join(sorted(regions))})"
         )
     summary = (
-        f"Widespread pain with {fibromyalgia[0].text}"
+        f"Widespread pain with {fibromyalgia[0].name.lower()}"
         if fibromyalgia
-        else f"TPIs at {len(sites)} different sites in 12 months (widespread pain)"
+        else f"Injections in {len(regions)} body regions in 12 months (widespread pain)"
     )
-    return Finding(
-        "R3",
-        Indicator.WARNING if escalate else Indicator.INFO,
-        "Widespread pain",
-        summary,
-        f"{'; '.join(evidence).capitalize()}. Widespread pain is better assessed by "
-        "rheumatology than treated with repeated local injections.",
-        (Sources.BCBSA,),
+    return Candidate(
+        Finding(
+            "R3",
+            level,
+            "Widespread pain",
+            summary,
+            f"{sentence('; '.join(evidence))}. Widespread pain (ACR 2016: 4 of 5 regions) is "
+            "better assessed by rheumatology than treated with repeated local injections.",
+            (Sources.WOLFE, Sources.BCBSA),
+        ),
+        fibromyalgia[0] if fibromyalgia else None,
     )
 
 
-def candidate_specialties(findings: ReferralFindings) -> list[str]:
-    if findings.radiculopathy and not (
-        findings.nonresponse or findings.session_cap or findings.widespread
-    ):
-        return ["rehabilitation"]
-    candidates = ["pain", "rehabilitation"]
-    if findings.widespread:
-        candidates.append("rheumatology")
-    if findings.headache:
-        candidates.append("neurology")
-    return candidates
+def _headache(facts: Facts, sessions: list[Session], level: Indicator) -> Candidate | None:
+    """R4: a current headache phenotype and an injection at a head, jaw, neck or shoulder
+    girdle site among the sessions the finding rests on."""
+    tension = facts.conditions_in("tension-type-headache")
+    window = facts.policy.migraine_recent_days
+    migraine = [
+        c
+        for c in facts.conditions_in("migraine")
+        if c.onset is not None and (facts.today - c.onset.day).days <= window
+    ]
+    headaches = tension + migraine
+    if not headaches:
+        return None
+    head_sessions = [
+        s
+        for s in sessions
+        if any(p is not None and p.region in HEAD_AND_NECK for p in facts.session_places(s))
+    ]
+    if not head_sessions:
+        return None
+    return Candidate(
+        Finding(
+            "R4",
+            level,
+            "Headache phenotype",
+            f"{sentence(headaches[0].name)} with neck and shoulder injections not settling it",
+            f"Active: {join_evidence([c.evidence for c in headaches])}. Injections at head, "
+            f"neck or shoulder sites ({', '.join(s.day.isoformat() for s in head_sessions)}) "
+            "refer pain to the head: a neurology opinion on the headache is the next step.",
+            (Sources.AFP_2023,),
+        ),
+        headaches[0],
+    )
 
 
-def suppression_reason(facts: Facts, category: str) -> str | None:
-    """Why a specialty is not suggested: a referral in place, or the user's own specialty."""
+def suppression_reason(facts: Facts, category: str, rule: str) -> str | None:
+    """Why a specialty is not suggested: the user's own, or a referral already in place."""
     if category in facts.user_specialties:
         return "the ordering clinician's own specialty"
+    if rule == "R5" and category == "rehabilitation" and "pain" in facts.user_specialties:
+        return "a pain physician evaluates radicular pain"
     existing = facts.referral_in_place(category)
     if existing is not None:
         return f"already referred: {existing}"
     return None
 
 
-def referral_suggestion(facts: Facts, category: str, recommended: bool) -> Suggestion:
+def referral_suggestion(
+    facts: Facts, category: str, recommended: bool, reason: ConditionFact | None
+) -> Suggestion:
     concept = facts.terminology[REFERRAL_VALUE_SETS[category]].suggested
     name = SPECIALTY_NAMES[category]
-    resource = referral_request(facts, concept, "Trigger point injections: specialist reassessment")
+    condition: Any = reason.condition if reason is not None else None
+    resource = referral_request(facts, concept, condition)
     action = {"type": "create", "description": f"Refer to {name}", "resource": resource}
     return Suggestion(f"Refer to {name}", (action,), recommended=recommended)

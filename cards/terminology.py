@@ -23,6 +23,12 @@ LOINC = "http://loinc.org"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 CPT = "http://www.ama-assn.org/go/cpt"
 TEXT_MATCH_EXTENSION = "urn:tpi-cds:extension:text-match"
+BRAND_EXTENSION = "urn:tpi-cds:extension:brand"
+CLASS_NAME_EXTENSION = "urn:tpi-cds:extension:class-name"
+ROLE_EXTENSION = "urn:tpi-cds:extension:role"
+REGION_EXTENSION = "urn:tpi-cds:extension:region"
+LATERALITY_EXTENSION = "urn:tpi-cds:extension:laterality"
+CLASS_AGENT = "class"
 BUILTIN_DIR = Path(__file__).parent / "valuesets"
 BUILTIN_PREFIX = "builtin:"
 
@@ -84,6 +90,10 @@ class ValueSet:
     families: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     excluded_families: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     text_names: tuple[str, ...] = ()
+    brands: Mapping[str, str] = field(default_factory=dict)
+    class_names: tuple[str, ...] = ()
+    roles: Mapping[tuple[str, str], frozenset[str]] = field(default_factory=dict)
+    sites: Mapping[tuple[str, str], tuple[str, str | None]] = field(default_factory=dict)
     _index: Mapping[tuple[str, str], int] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -97,6 +107,10 @@ class ValueSet:
         families: Mapping[str, tuple[str, ...]] | None = None,
         excluded_families: Mapping[str, tuple[str, ...]] | None = None,
         text_names: Iterable[str] = (),
+        brands: Mapping[str, str] | None = None,
+        class_names: Iterable[str] = (),
+        roles: Mapping[tuple[str, str], Iterable[str]] | None = None,
+        sites: Mapping[tuple[str, str], tuple[str, str | None]] | None = None,
     ) -> ValueSet:
         unique: dict[tuple[str, str], Concept] = {}
         for concept in concepts:
@@ -109,7 +123,11 @@ class ValueSet:
             concepts=ordered,
             families=dict(families or {}),
             excluded_families=dict(excluded_families or {}),
-            text_names=tuple(name.lower() for name in text_names),
+            text_names=tuple(dict.fromkeys(name.lower() for name in text_names)),
+            brands={k.lower(): v.lower() for k, v in (brands or {}).items()},
+            class_names=tuple(dict.fromkeys(name.lower() for name in class_names)),
+            roles={key: frozenset(value) for key, value in (roles or {}).items()},
+            sites=dict(sites or {}),
             _index={key: rank for rank, key in enumerate(unique)},
         )
 
@@ -138,6 +156,42 @@ class ValueSet:
         lowered = text.lower()
         return next((name for name in self.text_names if name in lowered), None)
 
+    def agent_in(self, text: str | None) -> str | None:
+        """The agent free text names: an ingredient, a brand's ingredient, or ``class``.
+
+        "Xylocaine" is lidocaine; "amide local anesthetics" names the whole class.
+        """
+        if not text:
+            return None
+        lowered = text.lower()
+        for name in self.text_names:
+            if name in lowered:
+                return name
+        for brand, ingredient in self.brands.items():
+            if brand in lowered:
+                return ingredient
+        if any(name in lowered for name in self.class_names):
+            return CLASS_AGENT
+        return None
+
+    def roles_of(self, system: str | None, code: str | None) -> frozenset[str]:
+        system = normalize_system(system)
+        return self.roles.get((system, normalize_code(system, code)), frozenset())
+
+    def with_role(self, role: str) -> ValueSet:
+        """The concepts of one role (e.g. ``exercise`` of ``physical-therapy``) as a set."""
+        return ValueSet.build(
+            id=f"{self.id}#{role}",
+            url=f"{self.url}#{role}",
+            title=f"{self.title} ({role})",
+            concepts=[c for c in self.concepts if role in self.roles.get((c.system, c.code), ())],
+        )
+
+    def site(self, system: str | None, code: str | None) -> tuple[str, str | None] | None:
+        """(region, laterality) of a body site or site-specific disorder, when listed."""
+        system = normalize_system(system)
+        return self.sites.get((system, normalize_code(system, code)))
+
     @property
     def suggested(self) -> Concept:
         """The concept the service puts into a suggestion: the first of the expansion."""
@@ -161,6 +215,12 @@ class Terminology(Mapping[str, ValueSet]):
 
     def __getitem__(self, key: str) -> ValueSet:
         return self._by_id[key]
+
+    def role(self, value_set_id: str, role: str) -> ValueSet:
+        """One role's concepts of a value set, built once."""
+        return self.derived(
+            f"role:{value_set_id}#{role}", lambda: self[value_set_id].with_role(role)
+        )
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._by_id)
@@ -229,8 +289,35 @@ def _resolve(
     if vid in stack:
         raise TerminologyError(f"value set {vid} includes itself")
     doc = raw[vid]
-    concepts = [
-        _concept(item) for item in _walk_contains(doc.get("expansion", {}).get("contains", []))
+    items = list(_walk_contains(doc.get("expansion", {}).get("contains", [])))
+    concepts = [_concept(item) for item in items]
+    roles: dict[tuple[str, str], set[str]] = {}
+    sites: dict[tuple[str, str], tuple[str, str | None]] = {}
+    for item, concept in zip(items, concepts, strict=True):
+        key = (concept.system, concept.code)
+        extensions = [e for e in item.get("extension", []) if isinstance(e, dict)]
+        for ext in extensions:
+            if ext.get("url") == ROLE_EXTENSION and ext.get("valueCode"):
+                roles.setdefault(key, set()).add(ext["valueCode"])
+        region = next(
+            (e.get("valueCode") for e in extensions if e.get("url") == REGION_EXTENSION), None
+        )
+        if region:
+            side = next(
+                (e.get("valueCode") for e in extensions if e.get("url") == LATERALITY_EXTENSION),
+                None,
+            )
+            sites[key] = (region, side)
+    brands = {}
+    for ext in doc.get("extension", []):
+        if ext.get("url") == BRAND_EXTENSION:
+            parts = {e.get("url"): e.get("valueString") for e in ext.get("extension", [])}
+            if parts.get("name") and parts.get("ingredient"):
+                brands[parts["name"]] = parts["ingredient"]
+    class_names = [
+        ext["valueString"]
+        for ext in doc.get("extension", [])
+        if ext.get("url") == CLASS_NAME_EXTENSION and ext.get("valueString")
     ]
     families: dict[str, list[str]] = {}
     excluded: dict[str, list[str]] = {}
@@ -252,7 +339,16 @@ def _resolve(
             concepts.extend(other.concepts)
             for system, roots in other.families.items():
                 families.setdefault(system, []).extend(roots)
+            for system, roots in other.excluded_families.items():
+                excluded.setdefault(system, []).extend(roots)
             text_names.extend(other.text_names)
+            for key, values in other.roles.items():
+                roles.setdefault(key, set()).update(values)
+            for key, value in other.sites.items():
+                sites.setdefault(key, value)
+            for name, ingredient in other.brands.items():
+                brands.setdefault(name, ingredient)
+            class_names.extend(other.class_names)
         _collect_families(include, families)
         for concept in include.get("concept", []):
             system = normalize_system(include.get("system"))
@@ -269,6 +365,10 @@ def _resolve(
         families={k: tuple(v) for k, v in families.items()},
         excluded_families={k: tuple(v) for k, v in excluded.items()},
         text_names=text_names,
+        brands=brands,
+        class_names=class_names,
+        roles=roles,
+        sites=sites,
     )
     done[vid] = value_set
     return value_set
@@ -337,7 +437,9 @@ class CodeIndex:
 
     def names_in(self, texts: Iterable[Any]) -> bool:
         """Does any text carry a fallback name of one of the sets (local drug codes)?"""
-        names = [name for vs in self._sets for name in vs.text_names]
+        names = [
+            name for vs in self._sets for name in (*vs.text_names, *vs.brands, *vs.class_names)
+        ]
         return any(
             isinstance(text, str) and any(name in text.lower() for name in names) for text in texts
         )

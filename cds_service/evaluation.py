@@ -16,7 +16,7 @@ import orjson
 from cards import Engine, OrderContext, parse_draft_orders, resources_in
 from cards.orders import ORDER_HOOKS
 from cds_service.logs import safe_id
-from cds_service.services import SERVICES_BY_HOOK, Service
+from cds_service.services import OPTIONAL_KEYS, SERVICES_BY_HOOK, Service
 
 
 class InvalidRequestError(ValueError):
@@ -136,7 +136,7 @@ def evaluate_request(
         return {"cards": []}
     prefetch = dict(request.prefetch)
     missing = missing_keys(service, prefetch)
-    optional = [k for k in ("practitionerRole",) if k not in prefetch]
+    optional = [k for k in OPTIONAL_KEYS if k not in prefetch]
     if (missing or optional) and fetch_missing is not None:
         fetched = fetch_missing(request, service, missing + optional)
         seen["fetchedKeys"] = sorted(fetched)

@@ -23,13 +23,19 @@ ORDER_KEYS = (
     "carePlans",
 )
 PATIENT_VIEW_KEYS = ("conditions", "procedures", "observations", "serviceRequests", "carePlans")
-OBSERVATION_VALUE_SETS = ("pain-scores", "hba1c", "pregnancy-status")
+OBSERVATION_VALUE_SETS = ("pain-scores", "hba1c", "pregnancy-status", "inr", "platelet-count")
+# Optional keys: read when the EHR gives them (or the service can fetch them), never a 412.
+OPTIONAL_KEYS = ("coverage", "practitionerRole")
 USAGE = (
-    "Needs read access to the patient's Condition, Procedure, Observation, MedicationRequest, "
-    "AllergyIntolerance, ServiceRequest and CarePlan resources (prefetch, or fhirServer with "
-    "fhirAuthorization). When context.userId is a PractitionerRole, its specialty is read so "
-    "that no referral is suggested to the ordering clinician's own specialty. TPI orders are "
-    "ServiceRequests coded CPT 20552/20553 (or a site's local codes)."
+    "Reads the patient's Condition, Procedure, Observation (0-10 pain scores, HbA1c, "
+    "pregnancy status, INR, platelet count), MedicationRequest, AllergyIntolerance, "
+    "ServiceRequest and CarePlan resources (prefetch, or fhirServer with fhirAuthorization). "
+    "Optional: the patient's active Coverage (its Source of Payment Typology type picks the "
+    "Medicare or commercial payer rules; without it the site's default applies) and, when "
+    "context.userId is a PractitionerRole, its specialty (no referral is suggested to the "
+    "ordering clinician's own specialty). TPI orders are ServiceRequests coded CPT "
+    "20552/20553 (or a site's local codes); their bodySite, reasonCode / reasonReference and "
+    "orderDetail are read."
 )
 
 
@@ -44,7 +50,7 @@ class Service:
     def prefetch(self, terminology: Terminology) -> dict[str, str]:
         """Prefetch templates: every key the rules read; the PractitionerRole when given."""
         templates = prefetch_templates(terminology)
-        keys = ("patient", *self.required_keys, "practitionerRole")
+        keys = ("patient", *self.required_keys, *OPTIONAL_KEYS)
         return {key: templates[key] for key in keys}
 
     def discovery(self, terminology: Terminology) -> dict[str, Any]:
@@ -112,6 +118,7 @@ def prefetch_templates(terminology: Terminology) -> dict[str, str]:
         "allergies": f"AllergyIntolerance?patient={PATIENT}",
         "serviceRequests": f"ServiceRequest?patient={PATIENT}",
         "carePlans": f"CarePlan?patient={PATIENT}&status=active",
+        "coverage": f"Coverage?patient={PATIENT}&status=active",
         "practitionerRole": "PractitionerRole/{{userPractitionerRoleId}}",
     }
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cards import Engine, Terminology, policy_for
+from cards import Engine, Terminology, policies_for
 from cds_service.auth import (
     ALLOWED_ALGORITHMS,
     SANDBOX,
@@ -42,8 +42,8 @@ class EngineSettings:
     timezone: str = "UTC"
 
     def build_engine(self) -> Engine:
-        policy = policy_for(self.profile, self.policy_overrides)
-        return Engine(load_terminology(self.valueset_dir), policy)
+        policies = policies_for(self.profile, self.policy_overrides)
+        return Engine(load_terminology(self.valueset_dir), policies)
 
     def today(self) -> date:
         """One "today" per request, in the configured time zone."""
