@@ -75,6 +75,18 @@ MEDICATION_VALUE_SETS = ("anticoagulants", "aspirin", "corticosteroids")
 ALLERGY_VALUE_SETS = ("local-anesthetics", "anesthetic-allergy-history")
 CARE_PLAN_VALUE_SETS = ("physical-therapy",)
 MAX_STRIP_ROUNDS = 3
+# References the models require but no rule reads: a sloppy export that leaves one out
+# must not make the engine miss an infection or an allergy.
+UNREAD_REQUIRED = {
+    "Condition": ("subject",),
+    "Procedure": ("subject",),
+    "AllergyIntolerance": ("patient",),
+    "MedicationRequest": ("subject",),
+    "ServiceRequest": ("subject",),
+    "CarePlan": ("subject",),
+    "Coverage": ("beneficiary", "payor"),
+}
+PLACEHOLDER = {"display": "not given"}
 
 # The elements the rules read, per type: only these are validated and kept. Narrative,
 # identifiers, extensions and the rest are never read, so they cost nothing.
@@ -231,6 +243,9 @@ def parse_resource(raw: dict[str, Any]) -> FHIRResourceModel | None:
         return None
     read = READ_ELEMENTS[kind]
     data = {key: value for key, value in raw.items() if key in read}
+    for name in UNREAD_REQUIRED.get(kind, ()):
+        if name not in data:
+            data[name] = [PLACEHOLDER] if name == "payor" else PLACEHOLDER
     raw = data
     for _ in range(MAX_STRIP_ROUNDS):
         try:
