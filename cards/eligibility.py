@@ -170,7 +170,7 @@ def too_soon(facts: Facts) -> Finding | None:
         "E4",
         Indicator.WARNING,
         "Too soon after the last session",
-        f"Last TPI in this region {elapsed} days ago: defer until {until.isoformat()}",
+        f"Last TPI{_here(facts)} {elapsed} days ago: defer until {until.isoformat()}",
         f"Last session {last.day.isoformat()} ({where}), {elapsed} days ago; the interval is "
         f"{interval} days between sessions in one region. Defer until {until.isoformat()}.",
         (Sources.LCD,),
@@ -205,7 +205,7 @@ def last_response(facts: Facts) -> Finding | None:
             "E5",
             Indicator.WARNING,
             "Response to the last injection",
-            f"Last injection in this region gave {format_percent(short.relief or 0.0)} relief by "
+            f"Last injection{_here(facts)} gave {format_percent(short.relief or 0.0)} relief by "
             f"day {short.day}: a repeat needs {format_percent(policy.payer_relief)} for {weeks} weeks",
             f"{course}. Relief under {format_percent(policy.payer_relief)} on day {short.day}. "
             f"{needed}",
@@ -220,6 +220,11 @@ def last_response(facts: Facts) -> Finding | None:
         f"{course}. {why_unknown(response, policy)} {needed}",
         (Sources.LCD,),
     )
+
+
+def _here(facts: Facts) -> str:
+    """ " in this region" when the order's region is known (E4 and E5 chose by it)."""
+    return " in this region" if facts.order_places is not None else ""
 
 
 def why_unknown(response: SessionResponse, policy: object) -> str:

@@ -197,25 +197,38 @@ def anticoagulation(facts: Facts) -> Finding | None:
     policy = facts.policy
     aspirin = facts.medications_in("aspirin")
     agents = list(dict.fromkeys([d.agent for d in drugs] + ([ASPIRIN] if aspirin else [])))
-    reasons: list[str] = []
+    # (what the summary says, what the detail says)
+    reasons: list[tuple[str, str]] = []
     inr, platelets = facts.latest_inr, facts.latest_platelets
     if inr is not None and inr.value > policy.inr_threshold:
         reasons.append(
-            f"INR {inr.text} on {inr.day.isoformat()} (over {format_number(policy.inr_threshold)})"
+            (
+                f"INR {inr.text}",
+                f"INR {inr.text} on {inr.day.isoformat()} (over "
+                f"{format_number(policy.inr_threshold)})",
+            )
         )
     if platelets is not None and platelets.value < policy.platelet_threshold:
         reasons.append(
-            f"platelets {platelets.text} on {platelets.day.isoformat()} "
-            f"(under {format_number(policy.platelet_threshold)})"
+            (
+                f"platelets {platelets.text}",
+                f"platelets {platelets.text} on {platelets.day.isoformat()} "
+                f"(under {format_number(policy.platelet_threshold)})",
+            )
         )
     if len(agents) >= 2:
-        reasons.append(f"{len(agents)} antithrombotic agents at once")
+        reasons.append(
+            (
+                " and ".join(agents[:2]) if len(agents) == 2 else f"{len(agents)} antithrombotics",
+                f"{len(agents)} antithrombotic agents at once ({', '.join(agents)})",
+            )
+        )
     organ = facts.conditions_in("severe-liver-kidney-disease")
     if organ:
-        reasons.append(f"{organ[0].name} active")
+        reasons.append((organ[0].name.lower(), f"{organ[0].name} active"))
     deep = facts.order_site_roles("non-compressible")
     if deep:
-        reasons.append(f"a site that cannot be compressed ({', '.join(deep)})")
+        reasons.append(("a deep site", f"a site that cannot be compressed ({', '.join(deep)})"))
     shown = [d.text for d in drugs] + [a.text for a in aspirin]
     shown += [f"{c.name} (problem list)" for c in long_term]
     labs = [
@@ -237,8 +250,9 @@ def anticoagulation(facts: Facts) -> Finding | None:
             "S3",
             Indicator.WARNING,
             "Bleeding risk",
-            f"On {lead} with {reasons[0].split(' (')[0]}: higher bleeding risk for a trigger point injection",
-            f"{detail} Higher risk: {'; '.join(reasons)}. {care}",
+            f"{sentence(_with(lead, reasons[0][0]))}: higher bleeding risk for a trigger point "
+            "injection",
+            f"{detail} Higher risk: {'; '.join(r[1] for r in reasons)}. {care}",
             (Sources.ASRA, Sources.AFP_2023),
         )
     return Finding(
@@ -249,6 +263,13 @@ def anticoagulation(facts: Facts) -> Finding | None:
         f"{detail} A TPI is a low-risk procedure for bleeding (ASRA). {care}",
         (Sources.ASRA, Sources.AFP_2023),
     )
+
+
+def _with(lead: str, reason: str) -> str:
+    """ "On apixaban with INR 3.4"; two agents read "On apixaban and clopidogrel"."""
+    if reason.startswith(lead + " and "):
+        return f"on {reason}"
+    return f"on {lead} with {reason}"
 
 
 # --------------------------------------------------------------------------- S4
