@@ -42,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     evaluate = commands.add_parser("evaluate", help="answer a CDS Hooks request body")
     evaluate.add_argument("request", help="a CDS Hooks request JSON file, or - for stdin")
     evaluate.add_argument("--today", type=_iso_date, help="the date to judge by (YYYY-MM-DD)")
-    evaluate.add_argument("--profile", choices=sorted(PROFILES), help="the policy profile")
+    evaluate.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        help="the site's default policy profile, used when the request's coverage does not decide",
+    )
     args = parser.parse_args(argv)
     try:
         settings = EngineSettings.from_env(os.environ)
