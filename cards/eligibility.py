@@ -21,7 +21,8 @@ def eligibility_advice(facts: Facts) -> TopicAdvice:
     cap = session_cap(facts)
     soon = too_soon(facts)
     response = last_response(facts)
-    for finding in (no_qualifying_diagnosis(facts), fibromyalgia_alone(facts), cap, soon, response):
+    # E2 before E1: with fibromyalgia, "tender points are not trigger points" is the point.
+    for finding in (fibromyalgia_alone(facts), no_qualifying_diagnosis(facts), cap, soon, response):
         advice.add(finding)
     fired = bool(advice.findings)
     advice.add(no_recent_pain_score(facts))
@@ -99,7 +100,8 @@ def fibromyalgia_alone(facts: Facts) -> Finding | None:
         "Fibromyalgia without trigger points",
         "Fibromyalgia alone does not support a TPI: tender points are not trigger points",
         f"Active: {join_evidence([c.evidence for c in fibromyalgia])}, with no myofascial pain "
-        "diagnosis. Injections for fibromyalgia alone are not supported (investigational).",
+        "diagnosis. Tender points are not trigger points: injections for fibromyalgia alone "
+        "are not supported (investigational). See the specialist referral card.",
         (Sources.BCBSA, Sources.LCD),
     )
 

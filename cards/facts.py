@@ -63,14 +63,17 @@ PLATELET_UNITS_THOUSANDS = {"10*3/ul", "10*9/l", "10^9/l", "k/ul", "10^3/ul", "x
 PLATELET_UNITS_SINGLE = {"/ul"}
 ANAPHYLAXIS = "39579001"
 ANGIOEDEMA = "41291007"
-SEMANTIC_TAG = re.compile(r"\s*\((disorder|finding|situation|procedure|regime/therapy)\)\s*$")
+SEMANTIC_TAG = re.compile(
+    r"\s*\((disorder|finding|situation|procedure|regime/therapy|body structure)\)\s*$"
+)
+STRUCTURE = re.compile(r"^(structure of|entire) |( structure)$", re.IGNORECASE)
 # Therapy plan activities that never happened do not count as therapy in place.
 DEAD_ACTIVITY_STATUSES = ("cancelled", "stopped", "entered-in-error", "not-started")
 
 
 def plain(text: str) -> str:
-    """A display as a clinician reads it: no SNOMED semantic tag."""
-    return SEMANTIC_TAG.sub("", text or "").strip()
+    """A display as a clinician reads it: no SNOMED semantic tag, no "Structure of"."""
+    return STRUCTURE.sub("", SEMANTIC_TAG.sub("", text or "").strip()).strip()
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,7 @@ class AllergyFact:
     reaction: str
     day: date | None
     status_only: bool = False
+    intolerance: bool = False
 
 
 @dataclass(frozen=True)
@@ -311,7 +315,14 @@ class Facts:
             if agent is not None:
                 name = "amide local anesthetics" if agent == CLASS_AGENT else agent
                 found.append(
-                    AllergyFact(name, agent, severe_allergy(allergy), reaction_text(allergy), day)
+                    AllergyFact(
+                        name,
+                        agent,
+                        severe_allergy(allergy),
+                        reaction_text(allergy),
+                        day,
+                        intolerance=allergy.type == "intolerance",
+                    )
                 )
             elif in_value_set(allergy.code, status):
                 found.append(
@@ -492,13 +503,8 @@ class Facts:
                     )
                 )
             elif request.status == "completed":
-                when = first_when(
-                    request.authoredOn,
-                    request.occurrenceDateTime,
-                    request.occurrencePeriod.start if request.occurrencePeriod else None,
-                    today=self.today,
-                )
-                if when and within(when.day, self.today, days):
+                when = latest_recent(self.request_dates(request), self.today, days)
+                if when:
                     found.append(
                         Evidence(
                             f"therapy referral: {_name(request.code, pt)} (completed)", when.day
@@ -535,6 +541,16 @@ class Facts:
                 )
         return found
 
+    def request_dates(self, request: Any) -> list[When]:
+        """A request's authoredOn and occurrence (either may date it)."""
+        values = (
+            request.authoredOn,
+            request.occurrenceDateTime,
+            request.occurrencePeriod.start if request.occurrencePeriod else None,
+            request.occurrencePeriod.end if request.occurrencePeriod else None,
+        )
+        return [w for w in (When.of(v, today=self.today) for v in values) if w is not None]
+
     def _musculoskeletal_plan(self, plan: Any, msk_plan: ValueSet) -> bool:
         """A plan for the pain: a musculoskeletal category, or it addresses a pain diagnosis."""
         if any(in_value_set(c, msk_plan) for c in plan.category or []):
@@ -567,15 +583,10 @@ class Facts:
                 request.code, value_set
             ):
                 continue
-            when = first_when(
-                request.authoredOn,
-                request.occurrenceDateTime,
-                request.occurrencePeriod.start if request.occurrencePeriod else None,
-                today=self.today,
-            )
-            recent = when is not None and within(
-                when.day, self.today, self.policy.referral_lookback_days
-            )
+            dates = self.request_dates(request)
+            recent_when = latest_recent(dates, self.today, self.policy.referral_lookback_days)
+            recent = recent_when is not None
+            when = recent_when or (dates[0] if dates else None)
             lasting = category == "rheumatology" and request.status == "completed"
             if request.status in OPEN_REQUEST_STATUSES or recent or lasting:
                 return Evidence(
@@ -608,6 +619,12 @@ class Facts:
         return next(
             (c for c in self.active_conditions if in_value_set(c.code, value_set) and c.id), None
         )
+
+
+def latest_recent(dates: list[When], today: date, days: int) -> When | None:
+    """The latest of several dates that falls within the lookback, if any does."""
+    recent = [w for w in dates if within(w.day, today, days)]
+    return max(recent, key=lambda w: w.day) if recent else None
 
 
 def _name(concept: Any, value_set: ValueSet) -> str:

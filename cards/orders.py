@@ -93,7 +93,7 @@ def find_tpi_orders(hook: str, context: dict[str, Any], terminology: Terminology
             TpiOrder(
                 kind,
                 rid,
-                tuple(_body_sites(raw.get("bodySite"))),
+                tuple(_body_sites(raw.get("bodySite"), prefer_text=True)),
                 body_site_concepts=tuple(_concepts(raw.get("bodySite"))),
                 reason_codes=tuple(_body_sites(raw.get("reasonCode"))),
                 reason_concepts=tuple(_concepts(raw.get("reasonCode"))),
@@ -139,7 +139,9 @@ def _is_selected(kind: str, rid: str | None, selected: set[str]) -> bool:
     return False
 
 
-def _body_sites(value: Any) -> Iterable[tuple[str, str, str]]:
+def _body_sites(value: Any, *, prefer_text: bool = False) -> Iterable[tuple[str, str, str]]:
+    """(system, code, words) of each coding; for body sites the clinician's own words
+    ("Left upper trapezius") come before the code's display."""
     if not isinstance(value, list):
         return
     for concept in value:
@@ -147,7 +149,10 @@ def _body_sites(value: Any) -> Iterable[tuple[str, str, str]]:
             continue
         for coding in concept.get("coding") or []:
             if isinstance(coding, dict) and isinstance(coding.get("code"), str):
-                display = coding.get("display") or concept.get("text") or coding["code"]
+                first, second = concept.get("text"), coding.get("display")
+                if not prefer_text:
+                    first, second = second, first
+                display = first or second or coding["code"]
                 yield (str(coding.get("system") or ""), coding["code"], str(display))
 
 

@@ -11,7 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cards.card import Finding, Indicator, Sources, Suggestion, TopicAdvice, join_evidence
+from cards.card import (
+    SUMMARY_LIMIT,
+    Finding,
+    Indicator,
+    Sources,
+    Suggestion,
+    TopicAdvice,
+    join_evidence,
+)
 from cards.facts import REFERRAL_VALUE_SETS, ConditionFact, Facts
 from cards.physical_therapy import referral_request
 from cards.reading import sentence
@@ -86,10 +94,10 @@ def referral_advice(facts: Facts) -> TopicAdvice:
         )
     if recommended is not None:
         lead = next(kept[r].finding for r in MAKES[recommended] if r in kept)
-        advice.summary = f"{lead.summary}: refer to {SPECIALTY_NAMES[recommended]}"
+        advice.summary = fit(lead.summary, f": refer to {SPECIALTY_NAMES[recommended]}")
     else:
         lead = advice.ordered()[0]
-        advice.summary = f"{lead.summary}: specialist care already in place"
+        advice.summary = fit(lead.summary, ": specialist care already in place")
     notes = sorted(
         {f"{SPECIALTY_NAMES[key.split(':')[1]]} ({reason})" for key, reason in suppressed.items()}
     )
@@ -97,6 +105,14 @@ def referral_advice(facts: Facts) -> TopicAdvice:
     if notes:
         advice.footer = "Not suggested: " + "; ".join(notes) + "."
     return advice
+
+
+def fit(lead: str, action: str) -> str:
+    """The finding, cut if need be, so the action at the end always shows."""
+    room = SUMMARY_LIMIT - len(action)
+    if len(lead) > room:
+        lead = lead[: room - 1].rsplit(" ", 1)[0].rstrip(",;:") + "…"
+    return lead + action
 
 
 def has_tpi_context(facts: Facts) -> bool:
@@ -233,7 +249,7 @@ def _headache(facts: Facts, sessions: list[Session], level: Indicator) -> Candid
             "R4",
             level,
             "Headache phenotype",
-            f"{sentence(headaches[0].name)} with neck and shoulder injections not settling it",
+            f"{_headache_kind(headaches[0])} not settling with neck and shoulder injections",
             f"Active: {join_evidence([c.evidence for c in headaches])}. Injections at head, "
             f"neck or shoulder sites ({', '.join(s.day.isoformat() for s in head_sessions)}) "
             "refer pain to the head: a neurology opinion on the headache is the next step.",
@@ -241,6 +257,14 @@ def _headache(facts: Facts, sessions: list[Session], level: Indicator) -> Candid
         ),
         headaches[0],
     )
+
+
+def _headache_kind(headache: ConditionFact) -> str:
+    """Short words for the summary: long ICD displays would crowd out the specialty."""
+    name = headache.name.lower()
+    if "migraine" in name:
+        return "Chronic migraine" if "chronic" in name else "Migraine"
+    return "Tension-type headache"
 
 
 def suppression_reason(facts: Facts, category: str, rule: str) -> str | None:

@@ -142,6 +142,8 @@ def anesthetic_allergy(facts: Facts) -> Finding | None:
             f"Allergy to {agent}: inject saline or another agent, not {agent}"
             if lead.severe
             else f"Intolerance of {agent} on record: review before injecting it"
+            if lead.intolerance
+            else f"Low-risk allergy to {agent} on record: review before injecting it"
         )
         what = (
             "Avoid that agent: preservative-free saline or dry needling, or another agent "
