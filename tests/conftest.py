@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,44 @@ def resource(request: dict[str, Any], key: str, rid: str) -> dict[str, Any]:
         if entry["resource"]["id"] == rid:
             return entry["resource"]
     raise KeyError(f"{key}/{rid}")
+
+
+def day(days_ago: int) -> str:
+    """A date the vignettes' "today" minus some days, as FHIR writes it."""
+    return (TODAY - timedelta(days=days_ago)).isoformat()
+
+
+def resources(request: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """The resources of one prefetch searchset (live objects: edit them in place)."""
+    return [e["resource"] for e in request["prefetch"][key].get("entry", [])]
+
+
+def add_resource(request: dict[str, Any], key: str, resource: dict[str, Any]) -> None:
+    """Add a resource to a prefetch searchset (made if the key is absent)."""
+    request["prefetch"].setdefault(key, {"resourceType": "Bundle", "type": "searchset"})
+    request["prefetch"][key].setdefault("entry", []).append(
+        {"resource": resource, "search": {"mode": "match"}}
+    )
+
+
+def remove_resource(request: dict[str, Any], key: str, resource: dict[str, Any]) -> None:
+    entries = request["prefetch"][key]["entry"]
+    request["prefetch"][key]["entry"] = [e for e in entries if e["resource"] is not resource]
+
+
+def drafts(request: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e["resource"] for e in request["context"]["draftOrders"]["entry"]]
+
+
+def mentions(text: str, *alternatives: str) -> bool:
+    """Does the text name any of these words (case-insensitive)?"""
+    low = text.lower()
+    return any(a.lower() in low for a in alternatives)
+
+
+def rules(c: dict[str, Any]) -> list[str]:
+    """The rule ids a card rests on (its ``extension["tpi-rules"]``)."""
+    return c["extension"]["tpi-rules"]
 
 
 def card(response: dict[str, Any], topic: str) -> dict[str, Any] | None:

@@ -16,12 +16,24 @@ from __future__ import annotations
 
 import copy
 import re
-from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from conftest import TODAY, VIGNETTES, assert_well_formed, card, evaluate, load_vignette
+from conftest import (
+    VIGNETTES,
+    add_resource,
+    assert_well_formed,
+    card,
+    day,
+    drafts,
+    evaluate,
+    load_vignette,
+    mentions,
+    remove_resource,
+    resources,
+    rules,
+)
 
 ELIGIBILITY = "tpi-eligibility"
 ICD = "http://hl7.org/fhir/sid/icd-10-cm"
@@ -53,30 +65,8 @@ MISSING = re.compile(r"missing|not recorded|not documented|no follow-up|unknown"
 # --------------------------------------------------------------------------- helpers
 
 
-def day(days_ago: int) -> str:
-    return (TODAY - timedelta(days=days_ago)).isoformat()
-
-
 def at(days_ago: int, time: str = "10:00:00-05:00") -> str:
     return f"{day(days_ago)}T{time}"
-
-
-def resources(request: dict[str, Any], key: str) -> list[dict[str, Any]]:
-    """The resources of one prefetch searchset (live objects: edit them in place)."""
-    return [e["resource"] for e in request["prefetch"][key].get("entry", [])]
-
-
-def add_resource(request: dict[str, Any], key: str, resource: dict[str, Any]) -> None:
-    request["prefetch"].setdefault(key, {"resourceType": "Bundle", "type": "searchset"})
-    request["prefetch"][key].setdefault("entry", []).append(
-        {"resource": resource, "search": {"mode": "match"}}
-    )
-
-
-def remove_resource(request: dict[str, Any], key: str, resource: dict[str, Any]) -> None:
-    request["prefetch"][key]["entry"] = [
-        e for e in request["prefetch"][key]["entry"] if e["resource"] is not resource
-    ]
 
 
 def by_id(request: dict[str, Any], key: str, rid: str) -> dict[str, Any]:
@@ -117,10 +107,6 @@ def pain_on(request: dict[str, Any], days_ago: int) -> dict[str, Any]:
     ]
     assert len(found) == 1, f"expected one pain score on {day(days_ago)}"
     return found[0]
-
-
-def drafts(request: dict[str, Any]) -> list[dict[str, Any]]:
-    return [e["resource"] for e in request["context"]["draftOrders"]["entry"]]
 
 
 def tpi_order(request: dict[str, Any]) -> dict[str, Any]:
@@ -231,11 +217,6 @@ def imaging_guidance(pid: str, code: str = "76942") -> dict[str, Any]:
     }
 
 
-def mentions(text: str, *alternatives: str) -> bool:
-    low = text.lower()
-    return any(a.lower() in low for a in alternatives)
-
-
 def eligibility(
     request: dict[str, Any], profile: str = "medicare", **kwargs: Any
 ) -> dict[str, Any] | None:
@@ -256,10 +237,6 @@ def eligibility(
 
 def resources_or_none(request: dict[str, Any], key: str) -> list[dict[str, Any]]:
     return resources(request, key) if key in request["prefetch"] else []
-
-
-def rules(c: dict[str, Any]) -> list[str]:
-    return c["extension"]["tpi-rules"]
 
 
 def expect(c: dict[str, Any] | None, indicator: str, rule_ids: list[str]) -> dict[str, Any]:

@@ -19,12 +19,14 @@ import pytest
 
 from conftest import (
     VIGNETTES,
+    add_resource,
     assert_well_formed,
     card,
     evaluate,
     evaluate_vignette,
     load_vignette,
     resource,
+    rules,
     topics,
 )
 
@@ -49,10 +51,6 @@ def pt_card(request: dict[str, Any], **kwargs: Any) -> dict[str, Any] | None:
     if c is not None:
         assert_well_formed(c)
     return c
-
-
-def rules(c: dict[str, Any]) -> list[str]:
-    return c["extension"]["tpi-rules"]
 
 
 def referral_resource(c: dict[str, Any]) -> dict[str, Any]:
@@ -83,12 +81,6 @@ def to_order_sign(request: dict[str, Any]) -> dict[str, Any]:
     request["hook"] = "order-sign"
     del request["context"]["selections"]
     return request
-
-
-def add_resource(request: dict[str, Any], key: str, res: dict[str, Any]) -> None:
-    request["prefetch"][key].setdefault("entry", []).append(
-        {"resource": res, "search": {"mode": "match"}}
-    )
 
 
 def condition(cid: str, system: str, code: str, display: str, onset: str) -> dict[str, Any]:

@@ -18,7 +18,16 @@ from typing import Any
 
 import pytest
 
-from conftest import VIGNETTES, assert_well_formed, card, evaluate, evaluate_vignette, load_vignette
+from conftest import (
+    VIGNETTES,
+    add_resource,
+    assert_well_formed,
+    card,
+    evaluate,
+    evaluate_vignette,
+    load_vignette,
+    rules,
+)
 from conftest import resource as find
 
 TOPIC = "specialist-referral"
@@ -41,10 +50,6 @@ def referral(request: dict[str, Any], **kwargs: Any) -> dict[str, Any] | None:
     if c is not None:
         assert_well_formed(c)
     return c
-
-
-def rules(c: dict[str, Any]) -> list[str]:
-    return c["extension"]["tpi-rules"]
 
 
 def offered(c: dict[str, Any]) -> dict[str, bool]:
@@ -81,12 +86,6 @@ def resolve(condition: dict[str, Any], on: str = "2026-10-01") -> None:
     condition["clinicalStatus"]["coding"][0]["code"] = "resolved"
     condition["clinicalStatus"]["coding"][0]["display"] = "resolved"
     condition["abatementDateTime"] = on
-
-
-def add_resource(request: dict[str, Any], key: str, res: dict[str, Any]) -> None:
-    request["prefetch"][key].setdefault("entry", []).append(
-        {"resource": res, "search": {"mode": "match"}}
-    )
 
 
 def condition(

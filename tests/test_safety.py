@@ -7,12 +7,25 @@ variations (one status, one date, one code) are made here in Python. "Today" is 
 from __future__ import annotations
 
 import copy
-from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from conftest import TODAY, VIGNETTES, assert_well_formed, card, evaluate, load_vignette, topics
+from conftest import (
+    VIGNETTES,
+    add_resource,
+    assert_well_formed,
+    card,
+    day,
+    drafts,
+    evaluate,
+    load_vignette,
+    mentions,
+    remove_resource,
+    resources,
+    rules,
+    topics,
+)
 
 SAFETY = "tpi-safety"
 ICD = "http://hl7.org/fhir/sid/icd-10-cm"
@@ -27,26 +40,6 @@ ANGIOEDEMA = "41291007"
 # --------------------------------------------------------------------------- helpers
 
 
-def day(days_ago: int) -> str:
-    return (TODAY - timedelta(days=days_ago)).isoformat()
-
-
-def resources(request: dict[str, Any], key: str) -> list[dict[str, Any]]:
-    """The resources of one prefetch searchset (live objects: edit them in place)."""
-    return [e["resource"] for e in request["prefetch"][key].get("entry", [])]
-
-
-def add_resource(request: dict[str, Any], key: str, resource: dict[str, Any]) -> None:
-    request["prefetch"][key].setdefault("entry", []).append(
-        {"resource": resource, "search": {"mode": "match"}}
-    )
-
-
-def remove_resource(request: dict[str, Any], key: str, resource: dict[str, Any]) -> None:
-    entries = request["prefetch"][key]["entry"]
-    request["prefetch"][key]["entry"] = [e for e in entries if e["resource"] is not resource]
-
-
 def one(request: dict[str, Any], key: str, code: str) -> dict[str, Any]:
     """The single prefetched resource carrying `code` in its code / medication coding."""
     found = []
@@ -56,10 +49,6 @@ def one(request: dict[str, Any], key: str, code: str) -> dict[str, Any]:
             found.append(r)
     assert len(found) == 1, f"expected one {code} in {key}"
     return found[0]
-
-
-def drafts(request: dict[str, Any]) -> list[dict[str, Any]]:
-    return [e["resource"] for e in request["context"]["draftOrders"]["entry"]]
 
 
 def draft(request: dict[str, Any], resource_id: str) -> dict[str, Any]:
@@ -205,11 +194,6 @@ def set_order_sites(request: dict[str, Any], *sites: dict[str, Any]) -> None:
         order.pop("bodySite", None)
 
 
-def mentions(text: str, *alternatives: str) -> bool:
-    low = text.lower()
-    return any(a.lower() in low for a in alternatives)
-
-
 def safety(request: dict[str, Any], **kwargs: Any) -> dict[str, Any] | None:
     """The safety card of a request (checked for shape), or None."""
     response = evaluate(request, **kwargs)
@@ -224,10 +208,6 @@ def well_formed_response(request: dict[str, Any]) -> dict[str, Any]:
     for c in response["cards"]:
         assert_well_formed(c)
     return response
-
-
-def rules(c: dict[str, Any]) -> list[str]:
-    return c["extension"]["tpi-rules"]
 
 
 def delete_targets(c: dict[str, Any]) -> list[str]:
