@@ -10,7 +10,7 @@ from bench.ceiling import create_ceiling_app
 from bench.workloads import EXPECTED_TOPICS, resource_count, workloads
 from bench.workloads import TODAY as BENCH_TODAY
 from cds_service.auth import AuthSettings
-from conftest import TODAY, service_client
+from conftest import TODAY, assert_well_formed, service_client
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +38,20 @@ def test_each_workload_gets_its_cards_every_time(client, name):
         assert response.status_code == 200
         cards = response.get_json()["cards"]
         assert [card["source"]["topic"]["code"] for card in cards] == EXPECTED_TOPICS[name]
+        for card in cards:
+            assert_well_formed(card)
     if name in ("B", "C"):
-        referral = cards[-1]
-        assert "2 of the last 2 TPIs" in referral["summary"]
-        assert "apixaban" in cards[0]["detail"]
+        # Rules v2: apixaban alone is S3 at info; two sessions gave no clinically important
+        # relief (R1, warning). Summary wording is free ("TPIs" or "injections"); the finding
+        # and its numbers are not.
+        safety, referral = cards[0], cards[-1]
+        assert safety["extension"]["tpi-rules"] == ["S3"]
+        assert safety["indicator"] == "info"
+        assert "apixaban" in safety["detail"]
+        assert referral["extension"]["tpi-rules"] == ["R1"]
+        assert referral["indicator"] == "warning"
+        assert "2 of the last 2" in referral["summary"]
+        assert "30 %" in referral["summary"]
 
 
 def test_the_ceiling_decodes_the_body_and_answers_no_cards():

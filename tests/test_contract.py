@@ -12,7 +12,7 @@ from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from cds_service.services import discovery_document
 from cds_service.settings import load_terminology
-from conftest import SHARED, VIGNETTES, evaluate, load_vignette
+from conftest import SHARED, VIGNETTES, assert_well_formed, evaluate, load_vignette
 
 OPENAPI = SHARED / "spec" / "cds-hooks-openapi-1.1.yaml"
 ALLOWED_TOKENS = {
@@ -24,6 +24,25 @@ ALLOWED_TOKENS = {
 }
 ALLOWED_SEARCH_PARAMETERS = {"patient", "code", "status", "_count", "_sort"}
 TOPICS = {"tpi-safety", "tpi-eligibility", "pt-integration", "specialist-referral"}
+# Rules page section 4: override reasons per topic, only those that make sense there.
+OVERRIDE_CODES = {
+    "tpi-safety": {"benefit-outweighs-risk", "already-addressed", "information-inaccurate"},
+    "tpi-eligibility": {"payer-exception", "documented-elsewhere", "clinical-judgment"},
+    "pt-integration": {
+        "patient-declined",
+        "addressed-elsewhere",
+        "clinical-judgment",
+        "snooze-30",
+        "snooze-90",
+    },
+    "specialist-referral": {
+        "patient-declined",
+        "addressed-elsewhere",
+        "clinical-judgment",
+        "snooze-30",
+        "snooze-90",
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +90,7 @@ def test_prefetch_templates_keep_to_what_ehrs_support():
             "observations",
             "serviceRequests",
             "carePlans",
+            "coverage",
             "practitionerRole",
         } <= set(prefetch)
         if service["hook"] != "patient-view":
@@ -84,10 +104,33 @@ def test_prefetch_templates_keep_to_what_ehrs_support():
                 assert name in ALLOWED_SEARCH_PARAMETERS, template
 
 
+# Rules page section 1: pain scores, HbA1c, pregnancy status, INR and platelet count.
+OBSERVATION_CODES = {
+    "72514-3", "38208-5", "75893-8",  # pain scores
+    "4548-4",  # HbA1c (S5)
+    "82810-3",  # pregnancy status (S6)
+    "6301-6", "34714-6", "46418-0",  # INR (S3)
+    "777-3", "26515-7", "778-1",  # platelet count (S3, S4)
+}  # fmt: skip
+
+
 def test_observation_prefetch_asks_only_for_the_codes_the_rules_read():
-    templates = discovery_document(load_terminology(None))["services"][0]["prefetch"]
-    codes = set(re.findall(r"loinc\.org\|([0-9-]+)", templates["observations"]))
-    assert codes == {"72514-3", "38208-5", "75893-8", "4548-4", "82810-3"}
+    for service in discovery_document(load_terminology(None))["services"]:
+        template = service["prefetch"]["observations"]
+        codes = set(re.findall(r"loinc\.org\|([0-9-]+)", template))
+        assert codes == OBSERVATION_CODES, service["id"]
+
+
+def test_coverage_prefetch_asks_for_the_patients_active_coverage():
+    """Section 2b: Coverage?patient={{context.patientId}}&status=active, on every service."""
+    for service in discovery_document(load_terminology(None))["services"]:
+        template = service["prefetch"]["coverage"]
+        path, _, query = template.partition("?")
+        assert path == "Coverage", service["id"]
+        assert sorted(parse_qsl(query)) == [
+            ("patient", "{{context.patientId}}"),
+            ("status", "active"),
+        ]
 
 
 def requests_under_test() -> list[tuple[str, dict[str, Any]]]:
@@ -122,11 +165,16 @@ def test_every_card_is_valid_cds_hooks(openapi_schemas, profile):
     assert len(cases) >= 10, "expected the vignette library to be present"
     for name, request in cases:
         response = evaluate(request, profile=profile)
+        drafts = {
+            f"{e['resource']['resourceType']}/{e['resource']['id']}"
+            for e in request["context"].get("draftOrders", {}).get("entry", [])
+        }
         assert list(check.iter_errors(response)) == [], name
         topics = [c["source"]["topic"]["code"] for c in response["cards"]]
         assert len(topics) == len(set(topics)), f"{name}: two cards for one topic"
         uuids = []
         for card in response["cards"]:
+            assert_well_formed(card)
             assert_no_empty_optional(card, name)
             assert len(card["summary"]) < 140, name
             assert card["source"]["topic"]["system"] == "urn:tpi-cds:topic"
@@ -136,8 +184,17 @@ def test_every_card_is_valid_cds_hooks(openapi_schemas, profile):
                 assert card["source"]["topic"]["code"] == "tpi-safety", name
             assert all(link["url"].startswith("https://") for link in card["links"])
             assert all(reason["display"] for reason in card["overrideReasons"])
+            topic = card["source"]["topic"]["code"]
+            codes = [reason["code"] for reason in card["overrideReasons"]]
+            assert set(codes) == OVERRIDE_CODES[topic], (name, topic, codes)
+            rules = card["extension"]["tpi-rules"]
+            assert rules and rules == sorted(set(rules)), name
             uuids.append(card["uuid"])
             assert ("suggestions" in card) == ("selectionBehavior" in card), name
+            if "suggestions" in card:
+                several = topic == "tpi-safety" and len(card["suggestions"]) > 1
+                expected = "any" if several else "at-most-one"
+                assert card["selectionBehavior"] == expected, (name, topic)
             for suggestion in card.get("suggestions", []):
                 uuids.append(suggestion["uuid"])
                 for action in suggestion["actions"]:
@@ -147,8 +204,15 @@ def test_every_card_is_valid_cds_hooks(openapi_schemas, profile):
                             f"Patient/{request['context']['patientId']}"
                         )
                     else:
+                        # Version 2 deletes TPI drafts (S1, E3-E5) and MedicationRequest drafts
+                        # (the anesthetic for S2, the steroid for S5/S6): always a draft order
+                        # of this very request.
                         assert action["type"] == "delete"
-                        assert re.fullmatch(r"ServiceRequest/[A-Za-z0-9\-.]+", action["resourceId"])
+                        assert re.fullmatch(
+                            r"(ServiceRequest|MedicationRequest)/[A-Za-z0-9\-.]+",
+                            action["resourceId"],
+                        )
+                        assert action["resourceId"] in drafts, (name, action["resourceId"])
         assert len(uuids) == len(set(uuids)), name
 
 

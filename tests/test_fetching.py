@@ -15,7 +15,7 @@ import pytest
 
 from cards import resources_in
 from cds_service.auth import AuthSettings
-from conftest import evaluate, load_vignette, service_client, without_uuids
+from conftest import assert_well_formed, evaluate, load_vignette, service_client, without_uuids
 from fhir_servers import fault_server, fhir_server
 
 __all__ = ["fault_server", "fhir_server"]
@@ -26,6 +26,36 @@ STORIES = [
     "referral-pv-two-failed-tpis",  # patient-view
     "safety-s3-apixaban",  # an active medication
 ]
+# One story is given a commercial Coverage (Source of Payment Typology 5, private health
+# insurance), so that the payer profile (rules page section 2b) must come through the fetch.
+COVERED = "referral-r1-two-failed-neck-tpis"
+SOPT = "https://nahdo.org/sopt"
+
+
+def commercial_coverage(patient: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Coverage",
+        "id": "coverage-1",
+        "status": "active",
+        "type": {
+            "coding": [{"system": SOPT, "code": "5", "display": "PRIVATE HEALTH INSURANCE"}],
+            "text": "Private health insurance",
+        },
+        "beneficiary": {"reference": f"Patient/{patient}"},
+        "payor": [{"display": "Example Health Plan"}],
+        "period": {"start": "2026-01-01"},
+    }
+
+
+def coverage_bundle(patient: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": 1,
+        "entry": [{"resource": commercial_coverage(patient), "search": {"mode": "match"}}],
+    }
+
+
 SERVICE_FOR_HOOK = {
     "order-select": "tpi-order-select",
     "order-sign": "tpi-order-sign",
@@ -57,6 +87,8 @@ def loaded(fhir_server) -> dict[str, dict[str, Any]]:
     for name in STORIES:
         request = load_vignette(name)
         patient = request["context"]["patientId"]
+        if name == COVERED:
+            request["prefetch"]["coverage"] = coverage_bundle(patient)
         entries = []
         for value in request["prefetch"].values():
             for resource in resources_in(value):
@@ -69,6 +101,35 @@ def loaded(fhir_server) -> dict[str, dict[str, Any]]:
         fhir_server.load({"resourceType": "Bundle", "type": "transaction", "entry": entries})
         stories[name] = request
     return stories
+
+
+def as_the_ehr_sends_it(response: dict[str, Any], patient: str) -> dict[str, Any]:
+    """A response from fetched data, with the record's references as the EHR sends them.
+
+    The loader above stores each resource under "<patient>.<id>" (vignettes share ids), so a
+    suggestion that points at a record resource — version 2's PT and specialist referrals
+    carry `reasonReference` to the patient's Condition — names the server's id. Only that
+    prefix, on references, is taken off; everything else is compared as it is.
+    """
+    prefix = f"{patient}."
+
+    def strip(value: Any, key: str | None = None) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v, k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        if key == "reference" and isinstance(value, str):
+            kind, _, rid = value.partition("/")
+            if rid.startswith(prefix):
+                return f"{kind}/{rid[len(prefix) :]}"
+        return value
+
+    return strip(response)
+
+
+def fetched(response: Any, request: dict[str, Any]) -> dict[str, Any]:
+    """The fetched response without uuids, its references as the EHR sends them."""
+    return as_the_ehr_sends_it(without_uuids(response.get_json()), request["context"]["patientId"])
 
 
 def with_server(request: dict[str, Any], server, token: str | None = None) -> dict[str, Any]:
@@ -93,7 +154,7 @@ def test_no_prefetch_gives_the_cards_of_full_prefetch(name, loaded, fhir_server,
     del bare["prefetch"]
     response = post(client_for(tmp_path), bare)
     assert response.status_code == 200, response.get_data(as_text=True)
-    assert without_uuids(response.get_json()) == expected
+    assert fetched(response, full) == expected
 
 
 @pytest.mark.parametrize("name", STORIES)
@@ -108,7 +169,23 @@ def test_partial_prefetch_gives_the_cards_of_full_prefetch(name, loaded, fhir_se
     }
     response = post(client_for(tmp_path), partial)
     assert response.status_code == 200, response.get_data(as_text=True)
-    assert without_uuids(response.get_json()) == without_uuids(evaluate(full))
+    assert fetched(response, full) == without_uuids(evaluate(full))
+
+
+def test_the_payer_profile_comes_through_the_fetch(loaded, fhir_server, tmp_path):
+    """The covered story's commercial Coverage is on the server only: the eligibility card
+    of the fetched answer applies the commercial profile, from the patient's coverage."""
+    full = loaded[COVERED]
+    bare = with_server(full, fhir_server)
+    del bare["prefetch"]
+    response = post(client_for(tmp_path), bare)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    (eligibility,) = [
+        c for c in response.get_json()["cards"] if c["source"]["topic"]["code"] == "tpi-eligibility"
+    ]
+    assert_well_formed(eligibility)
+    assert "Commercial (from the patient's coverage)" in eligibility["detail"]
+    assert "Medicare" not in eligibility["detail"]
 
 
 def test_small_pages_are_all_followed(loaded, fhir_server, tmp_path):
@@ -119,7 +196,7 @@ def test_small_pages_are_all_followed(loaded, fhir_server, tmp_path):
     del bare["prefetch"]
     response = post(client_for(tmp_path, fetch_page_size=2), bare)
     assert response.status_code == 200
-    assert without_uuids(response.get_json()) == without_uuids(evaluate(loaded[name]))
+    assert fetched(response, loaded[name]) == without_uuids(evaluate(loaded[name]))
 
 
 def test_a_refused_token_is_a_412(loaded, fhir_server, tmp_path):
@@ -134,6 +211,8 @@ def test_only_missing_keys_are_fetched_with_the_bearer_token(fault_server, tmp_p
     request = load_vignette(STORIES[0])
     procedures = request["prefetch"].pop("procedures")
     request["prefetch"]["allergies"] = None  # "nothing there": never refetched
+    # The EHR prefetched the (version 2) coverage key too, and found no active Coverage.
+    request["prefetch"]["coverage"] = {"resourceType": "Bundle", "type": "searchset", "total": 0}
     request = with_server(request, fault_server, token="hook-token-123")
     fault_server.respond_json(procedures)
     response = post(client_for(tmp_path), request)
@@ -143,6 +222,27 @@ def test_only_missing_keys_are_fetched_with_the_bearer_token(fault_server, tmp_p
     sent = fault_server.requests[0]
     assert sent.header("Authorization") == "Bearer hook-token-123"
     assert ("patient", request["context"]["patientId"]) in sent.params
+
+
+def test_a_missing_coverage_key_is_fetched_and_read(fault_server, tmp_path):
+    """A request from an EHR that does not prefetch `coverage` (section 2b): the service
+    searches the patient's active Coverage and applies the profile it names."""
+    request = load_vignette(STORIES[0])
+    request["prefetch"].pop("coverage", None)
+    patient = request["context"]["patientId"]
+    request = with_server(request, fault_server)
+    fault_server.respond_json(coverage_bundle(patient), path="Coverage")
+    response = post(client_for(tmp_path), request)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    (sent,) = fault_server.requests
+    assert sent.route == "/fhir/Coverage"
+    assert ("patient", patient) in sent.params
+    assert ("status", "active") in sent.params
+    (eligibility,) = [
+        c for c in response.get_json()["cards"] if c["source"]["topic"]["code"] == "tpi-eligibility"
+    ]
+    assert_well_formed(eligibility)
+    assert "Commercial (from the patient's coverage)" in eligibility["detail"]
 
 
 @pytest.mark.parametrize(
