@@ -112,8 +112,33 @@ def find_tpi_orders(hook: str, context: dict[str, Any], terminology: Terminology
 
 
 def _concepts(value: Any) -> Iterable[dict[str, Any]]:
-    if isinstance(value, list):
-        yield from (c for c in value if isinstance(c, dict))
+    """CodeableConcepts rebuilt from their string parts (they are copied into suggestions,
+    which must be valid FHIR whatever the caller sent). A concept with nothing usable is
+    kept empty: it is still a site, of unknown region."""
+    if not isinstance(value, list):
+        return
+    for concept in value:
+        if not isinstance(concept, dict):
+            continue
+        codings = (
+            [
+                {
+                    k: c[k]
+                    for k in ("system", "code", "display")
+                    if isinstance(c.get(k), str) and c[k]
+                }
+                for c in concept.get("coding") or []
+                if isinstance(c, dict) and isinstance(c.get("code"), str) and c["code"]
+            ]
+            if isinstance(concept.get("coding"), list)
+            else []
+        )
+        clean: dict[str, Any] = {}
+        if codings:
+            clean["coding"] = codings
+        if isinstance(concept.get("text"), str) and concept["text"]:
+            clean["text"] = concept["text"]
+        yield clean
 
 
 def _order_texts(raw: dict[str, Any]) -> Iterable[str]:
@@ -145,15 +170,17 @@ def _body_sites(value: Any, *, prefer_text: bool = False) -> Iterable[tuple[str,
     if not isinstance(value, list):
         return
     for concept in value:
-        if not isinstance(concept, dict):
+        if not isinstance(concept, dict) or not isinstance(concept.get("coding"), list):
             continue
-        for coding in concept.get("coding") or []:
+        for coding in concept["coding"]:
             if isinstance(coding, dict) and isinstance(coding.get("code"), str):
-                first, second = concept.get("text"), coding.get("display")
+                text, display = concept.get("text"), coding.get("display")
+                first = text if isinstance(text, str) else None
+                second = display if isinstance(display, str) else None
                 if not prefer_text:
                     first, second = second, first
-                display = first or second or coding["code"]
-                yield (str(coding.get("system") or ""), coding["code"], str(display))
+                system = coding.get("system") if isinstance(coding.get("system"), str) else ""
+                yield (system, coding["code"], first or second or coding["code"])
 
 
 def parse_draft_orders(context: dict[str, Any]) -> DraftOrders:

@@ -102,7 +102,7 @@ def pt_referral_suggestion(facts: Facts) -> Suggestion:
 def pt_body_sites(facts: Facts) -> list[dict[str, Any]]:
     """P1: the TPI order's bodySites; P2: those of the latest session."""
     if facts.orders.is_order_hook:
-        return [dict(c) for o in facts.orders.tpi_orders for c in o.body_site_concepts]
+        return [dict(c) for o in facts.orders.tpi_orders for c in o.body_site_concepts if c]
     recent = facts.sessions[-1] if facts.sessions else None
     if recent is None:
         return []
@@ -139,7 +139,7 @@ def referral_request(
     if condition is not None and condition.id:
         resource["reasonReference"] = [{"reference": f"Condition/{condition.id}"}]
     else:
-        reasons = [dict(c) for o in facts.orders.tpi_orders for c in o.reason_concepts]
+        reasons = [dict(c) for o in facts.orders.tpi_orders for c in o.reason_concepts if c]
         if reasons:
             resource["reasonCode"] = reasons
     return resource

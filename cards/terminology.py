@@ -51,7 +51,7 @@ class TerminologyError(ValueError):
 
 
 def normalize_system(system: str | None) -> str:
-    if not system:
+    if not system or not isinstance(system, str):
         return ""
     system = system.strip()
     return SYSTEM_ALIASES.get(system, system)
@@ -59,7 +59,7 @@ def normalize_system(system: str | None) -> str:
 
 def normalize_code(system: str, code: str | None) -> str:
     """ICD-10-CM codes arrive as ``m7912`` or ``M79.12``; both mean M79.12."""
-    if not code:
+    if not code or not isinstance(code, str):
         return ""
     code = code.strip()
     if system == ICD10CM:

@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 import pytest
+from fhir.resources.R4B.servicerequest import ServiceRequest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -303,3 +304,48 @@ def test_hostile_resources_inside_a_valid_request_never_break_the_engine(
     }[hook]
     response = client.post(f"/cds-services/{service}", json=body)
     check(response)
+
+
+ODD_VALUES = [5, "text", None, True, {"a": 1}, [1, "x"]]
+
+
+@pytest.mark.parametrize("odd", ODD_VALUES)
+@pytest.mark.parametrize(
+    "where",
+    ["bodySite.coding", "code.coding.system", "bodySite.coding.system", "reasonCode.coding"],
+)
+def test_odd_types_in_the_tpi_order_give_cards_with_valid_suggestions(client, where, odd):
+    """Whatever JSON types a caller puts in the TPI draft order, the answer is cards (never
+    a 500), and a suggested referral copies only well-formed parts of the order."""
+    order = json.loads(json.dumps(TPI_ORDER))
+    order["bodySite"] = [{"coding": [{"system": "http://snomed.info/sct", "code": "45048000"}]}]
+    order["reasonCode"] = [{"coding": [{"system": "http://x", "code": "y"}]}]
+    if where == "bodySite.coding":
+        order["bodySite"][0]["coding"] = odd
+    elif where == "bodySite.coding.system":
+        order["bodySite"][0]["coding"][0]["system"] = odd
+    elif where == "reasonCode.coding":
+        order["reasonCode"][0]["coding"] = odd
+    else:
+        order["code"]["coding"].append({"system": odd, "code": "20552"})
+    body = {
+        "hook": "order-sign",
+        "hookInstance": "0e3c9a5e-3d8b-4d2f-9a51-1b2c3d4e5f61",
+        "context": {
+            "patientId": "p1",
+            "userId": "Practitioner/1",
+            "draftOrders": {
+                "resourceType": "Bundle",
+                "type": "collection",
+                "entry": [{"resource": order}],
+            },
+        },
+        "prefetch": {key: None for key in PREFETCH_KEYS[:-1]},
+    }
+    response = client.post("/cds-services/tpi-order-sign", json=body)
+    assert response.status_code == 200, response.get_data(as_text=True)[:300]
+    for card in response.get_json()["cards"]:
+        for suggestion in card.get("suggestions", []):
+            for action in suggestion["actions"]:
+                if action["type"] == "create":
+                    ServiceRequest.model_validate(action["resource"])
