@@ -172,7 +172,7 @@ def too_soon(facts: Facts) -> Finding | None:
         "E4",
         Indicator.WARNING,
         "Too soon after the last session",
-        f"Last TPI{_here(facts)} {elapsed} days ago: defer until {until.isoformat()}",
+        f"Last TPI{_here(facts, last)} {elapsed} days ago: defer until {until.isoformat()}",
         f"Last session {last.day.isoformat()} ({where}), {elapsed} days ago; the interval is "
         f"{interval} days between sessions in one region. Defer until {until.isoformat()}.",
         (Sources.LCD,),
@@ -207,7 +207,8 @@ def last_response(facts: Facts) -> Finding | None:
             "E5",
             Indicator.WARNING,
             "Response to the last injection",
-            f"Last injection{_here(facts)} gave {format_percent(short.relief or 0.0)} relief by "
+            f"Last injection{_here(facts, response.session)} gave "
+            f"{format_percent(short.relief or 0.0)} relief by "
             f"day {short.day}: a repeat needs {format_percent(policy.payer_relief)} for {weeks} weeks",
             f"{course}. Relief under {format_percent(policy.payer_relief)} on day {short.day}. "
             f"{needed}",
@@ -217,15 +218,18 @@ def last_response(facts: Facts) -> Finding | None:
         "E5",
         Indicator.INFO,
         "Lasting relief not documented",
-        f"Lasting relief after the last injection ({response.session.day.isoformat()}) is not "
-        "documented: record it before repeating",
+        "Lasting relief after the last injection is not documented: record it before repeating",
         f"{course}. {why_unknown(response, policy)} {needed}",
         (Sources.LCD,),
     )
 
 
-def _here(facts: Facts) -> str:
-    """ " in this region" when the order's region is known (E4 and E5 chose by it)."""
+def _here(facts: Facts, session: Session) -> str:
+    """Where the last session was, said as known: "in this region" only when both the
+    order's and the session's regions are known; otherwise that the site is unknown."""
+    places = facts.session_places(session)
+    if not places or any(p is None for p in places):
+        return " (site not recorded)" if not session.sites else " (site region unknown)"
     return " in this region" if facts.order_places is not None else ""
 
 
@@ -235,7 +239,7 @@ def why_unknown(response: SessionResponse, policy: object) -> str:
     if response.baseline is None:
         return "There is no pain score before it to compare with."
     if response.baseline.value == 0:
-        return "The baseline score was 0: no relief to measure."
+        return "The baseline score was 0: there is no relief to measure."
     if not response.follow_ups:
         return "There is no follow-up score."
     return "No score shows whether relief lasted 6 weeks."

@@ -76,6 +76,29 @@ def plain(text: str) -> str:
     return STRUCTURE.sub("", SEMANTIC_TAG.sub("", text or "").strip()).strip()
 
 
+BRACKETS = re.compile(r"\s*\[[^\]]*\]")
+SHORT_CUTS = (" with ", " due to ", " in ", ", ", " of glomerular")
+SHORT_NAME = 40
+
+
+def short(name: str) -> str:
+    """A diagnosis as a summary names it: no bracketed code-system wording, and a long
+    display cut to its head ("Chronic kidney disease with glomerular filtration rate
+    category G5 …" → "Chronic kidney disease")."""
+    name = BRACKETS.sub("", name).strip()
+    if len(name) <= SHORT_NAME:
+        return name
+    cut = min((name.find(c) for c in SHORT_CUTS if name.find(c) > 0), default=-1)
+    return name[:cut] if cut > 0 else name
+
+
+def lower_first(text: str) -> str:
+    """Lower-case the first letter, unless the word is an acronym ("ITP", "CKD")."""
+    if len(text) > 1 and text[1].isupper():
+        return text
+    return text[:1].lower() + text[1:]
+
+
 @dataclass(frozen=True)
 class Evidence:
     """A recorded fact a card can cite: what, and since / on which day."""
@@ -92,6 +115,10 @@ class ConditionFact:
     condition: Any
     name: str
     onset: When | None
+
+    @property
+    def short_name(self) -> str:
+        return short(self.name)
 
     @property
     def evidence(self) -> Evidence:

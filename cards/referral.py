@@ -20,7 +20,7 @@ from cards.card import (
     TopicAdvice,
     join_evidence,
 )
-from cards.facts import REFERRAL_VALUE_SETS, ConditionFact, Facts
+from cards.facts import REFERRAL_VALUE_SETS, ConditionFact, Facts, lower_first
 from cards.physical_therapy import referral_request
 from cards.reading import sentence
 from cards.regions import HEAD_AND_NECK, acr_regions
@@ -33,6 +33,7 @@ SPECIALTY_NAMES = {
     "rehabilitation": "PM&R (physiatry)",
 }
 PREFERENCE = ("neurology", "rheumatology", "pain", "rehabilitation")
+REGION_WORDS = {"head": "head", "jaw": "jaw", "neck": "neck", "shoulder-girdle": "shoulder"}
 CANDIDATES = {
     "R1": ("pain", "rehabilitation"),
     "R2": ("pain", "rehabilitation"),
@@ -71,13 +72,14 @@ def referral_advice(facts: Facts) -> TopicAdvice:
     offered_by = {
         rule: [c for c in CANDIDATES[rule] if f"{rule}:{c}" not in suppressed] for rule in found
     }
-    kept = {
-        rule: item
+    # A card exists when a finding is a warning or still has a specialty to offer; it then
+    # gathers every finding of the topic. Info findings with nothing to offer alone: no card.
+    if not any(
+        item.finding.indicator is Indicator.WARNING or offered_by[rule]
         for rule, item in found.items()
-        if item.finding.indicator is Indicator.WARNING or offered_by[rule]
-    }
-    if not kept:
+    ):
         return advice
+    kept = found
     for item in kept.values():
         advice.add(item.finding)
     offered = [c for c in PREFERENCE if any(c in offered_by[r] for r in kept)]
@@ -134,8 +136,7 @@ def referral_findings(facts: Facts) -> dict[str, Candidate]:
                 "R1",
                 Indicator.WARNING,
                 "No response to repeated injections",
-                f"{len(nonresponders)} of the last {len(sessions)} injections gave under "
-                f"{round(policy.clinical_relief * 100)} % relief",
+                _nonresponse_summary(len(nonresponders), len(sessions), policy.clinical_relief),
                 "Sessions without a clinically important response (under "
                 f"{round(policy.clinical_relief * 100)} % and under {policy.clinical_drop:g} "
                 f"points at every follow-up): {courses}. Stop repeating injections that do not "
@@ -164,7 +165,7 @@ def referral_findings(facts: Facts) -> dict[str, Candidate]:
         found["R3"] = widespread
     if "R1" in found or "R2" in found:
         rests_on = [r.session for r in nonresponders] if "R1" in found else list(sessions)
-        headache = _headache(facts, rests_on, level)
+        headache = _headache(facts, rests_on, level, "R1" if "R1" in found else "R2")
         if headache is not None:
             found["R4"] = headache
     radicular = facts.conditions_in("radiculopathy")
@@ -174,7 +175,7 @@ def referral_findings(facts: Facts) -> dict[str, Candidate]:
                 "R5",
                 Indicator.INFO,
                 "Radicular pain",
-                f"{sentence(radicular[0].name)} on record: the pain may not be myofascial",
+                f"{sentence(radicular[0].short_name)} on record: the pain may not be myofascial",
                 f"Active: {join_evidence([c.evidence for c in radicular])}. Radicular pain is "
                 "possibly not myofascial: a PM&R evaluation can sort out the pain generator.",
                 (Sources.AFP_2023,),
@@ -182,6 +183,15 @@ def referral_findings(facts: Facts) -> dict[str, Candidate]:
             radicular[0],
         )
     return found
+
+
+def _nonresponse_summary(failed: int, sessions: int, relief: float) -> str:
+    share = f"under {round(relief * 100)} % relief"
+    if failed == sessions == 2:
+        return f"Both of the last 2 injections gave {share}"
+    if failed == sessions:
+        return f"All {sessions} injections in 12 months gave {share}"
+    return f"{failed} of the last {sessions} injections gave {share}"
 
 
 def _widespread(facts: Facts, level: Indicator) -> Candidate | None:
@@ -206,7 +216,7 @@ def _widespread(facts: Facts, level: Indicator) -> Candidate | None:
             f"({', '.join(sorted(regions))})"
         )
     summary = (
-        f"Widespread pain with {fibromyalgia[0].name.lower()}"
+        f"Widespread pain with {lower_first(fibromyalgia[0].short_name)}"
         if fibromyalgia
         else f"Injections in {len(regions)} body regions in 12 months (widespread pain)"
     )
@@ -224,7 +234,9 @@ def _widespread(facts: Facts, level: Indicator) -> Candidate | None:
     )
 
 
-def _headache(facts: Facts, sessions: list[Session], level: Indicator) -> Candidate | None:
+def _headache(
+    facts: Facts, sessions: list[Session], level: Indicator, rests_on_rule: str = "R2"
+) -> Candidate | None:
     """R4: a current headache phenotype and an injection at a head, jaw, neck or shoulder
     girdle site among the sessions the finding rests on."""
     tension = facts.conditions_in("tension-type-headache")
@@ -249,7 +261,7 @@ def _headache(facts: Facts, sessions: list[Session], level: Indicator) -> Candid
             "R4",
             level,
             "Headache phenotype",
-            f"{_headache_kind(headaches[0])} not settling with neck and shoulder injections",
+            _headache_summary(headaches[0], head_sessions, facts, "R1" in rests_on_rule),
             f"Active: {join_evidence([c.evidence for c in headaches])}. Injections at head, "
             f"neck or shoulder sites ({', '.join(s.day.isoformat() for s in head_sessions)}) "
             "refer pain to the head: a neurology opinion on the headache is the next step.",
@@ -257,6 +269,22 @@ def _headache(facts: Facts, sessions: list[Session], level: Indicator) -> Candid
         ),
         headaches[0],
     )
+
+
+def _headache_summary(
+    headache: ConditionFact, sessions: list[Session], facts: Facts, nonresponse: bool
+) -> str:
+    """Names the headache, where the injections were, and whether they failed or recur."""
+    regions = {
+        p.region
+        for s in sessions
+        for p in facts.session_places(s)
+        if p is not None and p.region in HEAD_AND_NECK
+    }
+    where = " and ".join(name for region, name in REGION_WORDS.items() if region in regions)
+    if nonresponse:
+        return f"{_headache_kind(headache)} not settling with {where} injections"
+    return f"{_headache_kind(headache)} with repeated {where} injections"
 
 
 def _headache_kind(headache: ConditionFact) -> str:

@@ -316,8 +316,6 @@ def describe_course(response: SessionResponse, policy: PolicyProfile) -> str:
         )
         return f"{text}: {base}; {follow}"
     scores = ", ".join(_score_text(f) for f in response.follow_ups)
-    if baseline is not None and baseline.value == 0:
-        return f"{text}: {base}; {scores}; a baseline of 0 leaves no relief to measure"
     return f"{text}: {base}; {scores}"
 
 

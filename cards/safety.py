@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cards.card import Finding, Indicator, Sources, Suggestion, TopicAdvice, join_evidence
-from cards.facts import ConditionFact, Facts, MedicationFact
+from cards.facts import ConditionFact, Facts, MedicationFact, lower_first
 from cards.reading import format_number, sentence
 from cards.regions import any_match
 from cards.terminology import CLASS_AGENT
@@ -81,15 +81,19 @@ def active_infection(facts: Facts) -> Finding | None:
                 + "; ".join(f"{c.name} ({where})" for c, where in elsewhere)
                 + "."
             )
+        unplaced = not systemic and (
+            order_places is None or all(facts.condition_places(c) is None for c in at_site)
+        )
         return Finding(
             "S1",
             Indicator.CRITICAL,
             "Active infection",
-            f"{sentence(lead.name)}: do not perform the trigger point injection",
+            f"{sentence(lead.short_name)}: do not perform the trigger point injection"
+            + (" (site not recorded)" if unplaced else ""),
             f"Recent and active: {join_evidence(every)}. {why}{also}",
             links,
         )
-    infection, where = elsewhere[0]
+    _, where = elsewhere[0]
     listed = "; ".join(
         f"{c.name} ({w}, {c.evidence.day or 'date not recorded'})" for c, w in elsewhere
     )
@@ -227,7 +231,7 @@ def anticoagulation(facts: Facts) -> Finding | None:
         )
     organ = facts.conditions_in("severe-liver-kidney-disease")
     if organ:
-        reasons.append((organ[0].name.lower(), f"{organ[0].name} active"))
+        reasons.append((lower_first(organ[0].short_name), f"{organ[0].name} active"))
     deep = facts.order_site_roles("non-compressible")
     if deep:
         reasons.append(("a deep site", f"a site that cannot be compressed ({', '.join(deep)})"))
@@ -298,7 +302,7 @@ def bleeding_disorder(facts: Facts) -> Finding | None:
             "S4",
             Indicator.INFO,
             "Thrombocytopenia, count stable",
-            f"{sentence(low_counts[0].name)} with a platelet count of {platelets.text}: "
+            f"{sentence(low_counts[0].short_name)} with a platelet count of {platelets.text}: "
             "use firm pressure",
             f"{recorded}{sentence(count)}, at or above "
             f"{format_number(policy.platelet_threshold)} x 10^9/L: no hematology input needed "
@@ -306,11 +310,13 @@ def bleeding_disorder(facts: Facts) -> Finding | None:
             (Sources.ASRA, Sources.AFP_2023),
         )
     if disorders:
-        summary = f"{sentence(disorders[0].name)}: defer the injection pending hematology input"
+        summary = (
+            f"{sentence(disorders[0].short_name)}: defer the injection pending hematology input"
+        )
     elif low:
         summary = f"Platelet count {platelets.text}: defer the injection pending hematology input"
     else:
-        summary = f"{sentence(low_counts[0].name)}, no recent platelet count: check one first"
+        summary = f"{sentence(low_counts[0].short_name)}, no recent platelet count: check one first"
     return Finding(
         "S4",
         Indicator.WARNING,

@@ -50,7 +50,7 @@ def test_each_workload_gets_its_cards_every_time(client, name):
         assert "apixaban" in safety["detail"]
         assert referral["extension"]["tpi-rules"] == ["R1"]
         assert referral["indicator"] == "warning"
-        assert "2 of the last 2" in referral["summary"]
+        assert "Both of the last 2" in referral["summary"]
         assert "30 %" in referral["summary"]
 
 
