@@ -18,11 +18,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import jwt
 from jwt import PyJWK, PyJWKClient, PyJWKSet
 
+from cds_service.outbound import is_loopback, locate
 from cds_service.replay import ReplayGuard
 
 log = logging.getLogger(__name__)
@@ -214,8 +214,8 @@ class Authenticator:
 
 def _is_loopback_http(url: str) -> bool:
     """Plain http only for a key server on this machine (a development or test setup)."""
-    host = urlsplit(url).hostname or ""
-    return url.startswith("http://") and (host in ("localhost", "::1") or host.startswith("127."))
+    location = locate(url)
+    return location is not None and location.scheme == "http" and is_loopback(location.host)
 
 
 def _key_set(document: Any, iss: str) -> PyJWKSet:

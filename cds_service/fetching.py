@@ -9,23 +9,34 @@ that finds nothing is ``null``, as the EHR would have sent it.
 from __future__ import annotations
 
 import logging
+import re
+import threading
 import time
+from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, urljoin
 
 import orjson
 import requests
+import urllib3
 
 from cards import resources_in
 from cds_service.evaluation import HookRequest
+from cds_service.outbound import locate, refusal
 from cds_service.services import Service, prefetch_templates
 from cds_service.settings import load_terminology
 
 log = logging.getLogger(__name__)
 MAX_PAGES = 20
+FETCH_THREADS = 32
+# One FHIR server may hold at most this many fetch slots at once: a slow server (or one
+# caller's) cannot take them all from everyone else.
+SLOTS_PER_SERVER = 24
+READ_CHUNK = 64 * 1024
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 class FetchError(Exception):
@@ -45,40 +56,6 @@ class FetchLimits:
     max_resources: int = 20_000
 
 
-LOOPBACK_HOSTS = ("localhost", "::1")
-
-
-def is_loopback(host: str) -> bool:
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
-
-
-def is_allowed_server(url: str, allowed: tuple[str, ...], *, allow_http_loopback: bool) -> bool:
-    """``fhirServer`` is caller input: fetch only from configured base URLs.
-
-    An entry is a base URL prefix (``https://ehr.example.org/fhir``) or the word
-    ``loopback`` (any server on 127.0.0.0/8, localhost or ::1). Only https, unless the
-    development setting allows plain http to a loopback server.
-    """
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-    except ValueError:
-        return False
-    if not host or parts.username or parts.password:
-        return False
-    if parts.scheme != "https" and not (
-        parts.scheme == "http" and allow_http_loopback and is_loopback(host)
-    ):
-        return False
-    for entry in allowed:
-        if entry == "loopback":
-            if is_loopback(host):
-                return True
-        elif url.rstrip("/") == entry.rstrip("/") or url.startswith(entry.rstrip("/") + "/"):
-            return True
-    return False
-
-
 class FhirFetcher:
     """Fetches missing prefetch keys for one hook request at a time (thread-safe)."""
 
@@ -87,7 +64,9 @@ class FhirFetcher:
         self.templates = prefetch_templates(load_terminology(valueset_dir))
         self.session = requests.Session()
         self.session.headers["Accept"] = "application/fhir+json, application/json"
-        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fhir-fetch")
+        self.pool = ThreadPoolExecutor(max_workers=FETCH_THREADS, thread_name_prefix="fhir-fetch")
+        self._in_flight: Counter[str] = Counter()
+        self._lock = threading.Lock()
 
     def fetch(
         self,
@@ -103,10 +82,11 @@ class FhirFetcher:
         if not request.fhir_server or not keys:
             return {}
         allowed = (*self.limits.allowed_servers, *extra_servers)
-        if not is_allowed_server(
+        why = refusal(
             request.fhir_server, allowed, allow_http_loopback=self.limits.allow_http_loopback
-        ):
-            log.warning("fhirServer not on the allowlist: not contacted")
+        )
+        if why is not None:
+            log.warning("fhirServer not contacted: %s", why)
             return {}
         deadline = time.monotonic() + self.limits.deadline
         token = (request.fhir_authorization or {}).get("access_token")
@@ -129,9 +109,27 @@ class FhirFetcher:
         return found
 
     def _fetch_one(self, base: str, query: str, token: str | None, deadline: float) -> Any:
+        """One key, holding one of the server's slots for no longer than the deadline."""
+        server = locate(base)
+        key = f"{server.scheme}://{server.host}:{server.port}" if server else base
+        with self._lock:
+            if self._in_flight[key] >= SLOTS_PER_SERVER:
+                raise FetchError("the FHIR server already has every fetch slot it may use")
+            self._in_flight[key] += 1
+        try:
+            return self._fetch_pages(base, query, token, deadline)
+        finally:
+            with self._lock:
+                self._in_flight[key] -= 1
+
+    def _fetch_pages(self, base: str, query: str, token: str | None, deadline: float) -> Any:
         if self.limits.page_size and "?" in query:
             query = f"{query}&_count={self.limits.page_size}"
         url = urljoin(base.rstrip("/") + "/", query)
+        base_location = locate(base)
+        opened = locate(url)
+        if base_location is None or opened is None or not opened.within(base_location):
+            raise FetchError("the query leaves the FHIR server's base")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         is_read = "?" not in query
         first = self._get_json(url, headers, deadline, allow_not_found=is_read)
@@ -151,8 +149,10 @@ class FhirFetcher:
             next_url = urljoin(url, next_url)
             if next_url in seen:
                 raise FetchError("the server's next links loop")
-            if urlsplit(next_url).netloc != urlsplit(url).netloc:
-                raise FetchError("a next link points to another host")
+            following = locate(next_url)
+            if following is None or not following.within(base_location):
+                # Another scheme (http), host, port or path: the token never goes there.
+                raise FetchError("a next link leaves the FHIR server's base")
             seen.add(next_url)
             page = self._get_json(next_url, headers, deadline)
             if page is None or page.get("resourceType") != "Bundle":
@@ -189,9 +189,10 @@ class FhirFetcher:
                 if response.status_code != 200:
                     raise FetchError(f"HTTP {response.status_code}")
                 content = self._read_capped(response, deadline)
-        except requests.Timeout as exc:
+        except (requests.Timeout, urllib3.exceptions.TimeoutError) as exc:
             raise FetchError("timed out") from exc
-        except requests.RequestException as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            # Reading the body raw (read1), transport errors come from urllib3 itself.
             raise FetchError(f"connection failed ({type(exc).__name__})") from exc
         try:
             body = orjson.loads(content)
@@ -210,12 +211,17 @@ class FhirFetcher:
             raise FetchError(f"answer larger than {self.limits.max_bytes} bytes")
         chunks: list[bytes] = []
         size = 0
-        for chunk in response.iter_content(chunk_size=64 * 1024):
+        while True:
+            if time.monotonic() > deadline:
+                raise FetchError("deadline reached while reading")
+            # read1 returns what has arrived (a server dripping bytes cannot hold the read
+            # past the deadline); each wait is bounded by the read timeout.
+            chunk = response.raw.read1(READ_CHUNK, decode_content=True)
+            if not chunk:
+                break
             size += len(chunk)
             if size > self.limits.max_bytes:
                 raise FetchError(f"answer larger than {self.limits.max_bytes} bytes")
-            if time.monotonic() > deadline:
-                raise FetchError("deadline reached while reading")
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -235,6 +241,8 @@ def render_template(template: str, context: Mapping[str, Any]) -> str | None:
     """Fill a prefetch template's tokens from the hook context; None when one cannot be."""
     user = context.get("userId") if isinstance(context.get("userId"), str) else ""
     kind, _, user_id = user.partition("/")
+    if not _is_fhir_id(user_id):
+        user, user_id = "", ""
     values = {
         "{{context.patientId}}": context.get("patientId"),
         "{{context.encounterId}}": context.get("encounterId"),
@@ -246,5 +254,16 @@ def render_template(template: str, context: Mapping[str, Any]) -> str | None:
         if token in template:
             if not isinstance(value, str) or not value:
                 return None
-            template = template.replace(token, quote(value, safe="/"))
+            if token == "{{context.userId}}":
+                text = f"{quote(kind, safe='')}/{quote(user_id, safe='')}"
+            elif _is_fhir_id(value):
+                text = quote(value, safe="")
+            else:
+                return None  # not a FHIR id: it must not become a path
+            template = template.replace(token, text)
     return template
+
+
+def _is_fhir_id(value: str) -> bool:
+    """A FHIR id (one path segment): ``[A-Za-z0-9-.]{1,64}``, and never ``.`` or ``..``."""
+    return bool(FHIR_ID.fullmatch(value)) and value not in (".", "..")

@@ -518,6 +518,7 @@ class Behaviour:
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
     declared_length: int | None = None
+    drip_interval: float = 0.0
 
 
 def _outcome(code: str, text: str) -> dict:
@@ -643,6 +644,14 @@ class FaultServer:
             Behaviour(body=cut, declared_length=len(data) if short_read else None), path
         )
 
+    def drip(self, interval: float, path: str | None = None, body: dict | None = None) -> Behaviour:
+        """Answer 200 at once, then send the body one byte every `interval` seconds: each
+        read stays within a read timeout while the whole answer takes minutes."""
+        return self.set(
+            Behaviour(body=body if body is not None else searchset([]), drip_interval=interval),
+            path,
+        )
+
     def looping_bundle(self, path: str | None = None) -> Behaviour:
         """A one-entry searchset Bundle whose `next` link is the URL that was requested."""
 
@@ -713,7 +722,16 @@ class _FaultHandler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()
-        if self.command != "HEAD":
+        if self.command != "HEAD" and behaviour.drip_interval:
+            with contextlib.suppress(OSError):
+                self.wfile.flush()
+                for i in range(len(data)):
+                    if fault.stopping.wait(behaviour.drip_interval):
+                        break
+                    self.wfile.write(data[i : i + 1])
+                    self.wfile.flush()
+            self.close_connection = True
+        elif self.command != "HEAD":
             with contextlib.suppress(OSError):
                 self.wfile.write(data)
                 self.wfile.flush()
