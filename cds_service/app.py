@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from flask_cors import CORS
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from cards import Engine
-from cds_service.auth import Authenticator, AuthError, expected_audience
+from cds_service.auth import Authenticator, AuthError, audience_bases
 from cds_service.evaluation import (
     InvalidRequestError,
     MissingPrefetchError,
@@ -30,7 +31,7 @@ from cds_service.evaluation import (
 from cds_service.feedback import InvalidFeedbackError, parse_feedback
 from cds_service.fetching import FetchLimits, FhirFetcher
 from cds_service.logs import configure_logging
-from cds_service.replay import RedisReplayGuard, ReplayGuard, SqlReplayGuard
+from cds_service.replay import Budget, RedisReplayGuard, ReplayGuard, SqlReplayGuard
 from cds_service.services import SERVICES_BY_ID, discovery_document
 from cds_service.settings import ServiceSettings, load_terminology
 from cds_service.store import FeedbackStore, StoreUnavailableError
@@ -59,6 +60,8 @@ class Runtime:
     fetcher: FhirFetcher
     discovery: str
     authenticator: Authenticator | None
+    readiness: Budget
+    audience_bases: tuple[str, ...] = ()
 
 
 def runtime() -> Runtime:
@@ -107,6 +110,8 @@ def create_app(
         ),
         discovery=json.dumps(discovery_document(load_terminology(settings.engine.valueset_dir))),
         authenticator=authenticator,
+        readiness=Budget(seconds=0.5, pause=2.0, threads=2),
+        audience_bases=audience_bases(settings.auth.public_base_url, settings.bind),
     )
     if settings.cors_origins:
         CORS(
@@ -192,9 +197,7 @@ def _authenticate() -> Response | None:
         return None
     if request.method == "OPTIONS":
         return None
-    audience = expected_audience(
-        state.settings.auth.public_base_url, request.host_url, request.path
-    )
+    audience = [f"{base}{request.path}" for base in state.audience_bases]
     try:
         claims = state.authenticator.verify(request.headers.get("Authorization"), audience)
     except AuthError as exc:
@@ -204,8 +207,16 @@ def _authenticate() -> Response | None:
     return None
 
 
+SERVICE_PATH = re.compile(r"/cds-services/(?P<id>[^/]+)(/feedback)?/?")
+
+
 def _http_error(error: HTTPException) -> Response:
     status = error.code or 500
+    if status == 405:
+        # A service id that does not exist is a 404 whatever the method.
+        match = SERVICE_PATH.fullmatch(request.path)
+        if match is not None and match["id"] not in SERVICES_BY_ID:
+            return operation_outcome(404, f"no CDS service with id {match['id']!r}")
     if isinstance(error, RequestEntityTooLarge):
         limit = runtime().settings.max_body_bytes
         return operation_outcome(413, f"the request body is larger than {limit} bytes")
@@ -220,13 +231,34 @@ def _unexpected_error(error: Exception) -> Response:
     return operation_outcome(500, "internal error: the service could not answer this request")
 
 
+def _read_body() -> bytes:
+    """The request body, refusing any body over the size limit with a 413.
+
+    Werkzeug checks a declared Content-Length; a chunked body (no Content-Length) it only
+    cuts off silently at the limit, so that one is read here, counting every byte.
+    """
+    if request.content_length is not None:
+        return request.get_data(cache=False)
+    stream = request.environ.get("wsgi.input")
+    if stream is None or not request.environ.get("wsgi.input_terminated"):
+        return b""
+    limit = runtime().settings.max_body_bytes
+    chunks, size = [], 0
+    while chunk := stream.read(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise RequestEntityTooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _json_body() -> Any:
     mimetype = (request.mimetype or "").lower()
     if mimetype not in JSON_TYPES:
         raise InvalidRequestError(
             f"the Content-Type must be application/json, not {request.content_type or 'missing'}"
         )
-    data = request.get_data(cache=False)
+    data = _read_body()
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -302,7 +334,11 @@ def healthz() -> Response:
 @health.get("/readyz")
 def readyz() -> Response:
     state = runtime()
-    checks = {"valueSets": len(state.engine.terminology) > 0, "store": state.store.ping()}
+    try:
+        store_ok = state.readiness.call(state.store.ping)
+    except StoreUnavailableError:
+        store_ok = False  # a store that hangs: answered at once, not after its timeouts
+    checks = {"valueSets": len(state.engine.terminology) > 0, "store": store_ok}
     if not all(checks.values()):
         failing = ", ".join(k for k, ok in checks.items() if not ok)
         return operation_outcome(503, f"not ready: {failing} unavailable")

@@ -1,4 +1,8 @@
-"""``tpi-cds``: the offline command, answering a captured request as the service will."""
+"""tpi-cds: decision support for trigger point injections, as a CDS Hooks 2.0 service.
+
+Run the web service (serve), answer a saved CDS Hooks request the way the service would
+(evaluate), print the discovery document, or read the feedback clinicians sent.
+"""
 
 from __future__ import annotations
 
@@ -28,26 +32,82 @@ EXIT_CONFIGURATION = 2
 EXIT_MISSING_PREFETCH = 3
 
 
+SERVE_SETTINGS = """settings (environment, or the TOML file of --config / TPI_CDS_CONFIG):
+  TPI_CDS_BIND                 host:port to listen on (default 127.0.0.1:8080)
+  TPI_CDS_WORKERS              worker processes (default 2 x usable CPUs + 1)
+  TPI_CDS_DATA_DIR             folder of the SQLite feedback store (default ./data)
+  TPI_CDS_DATABASE_URL         feedback store URL instead (postgresql://...)
+  TPI_CDS_AUTH_ISSUERS         trusted EHR issuers (JSON list); TPI_CDS_AUTH_SANDBOX=true
+  TPI_CDS_AUTH_DISABLED        true: accept unsigned calls (local trial only)
+  TPI_CDS_FHIR_SERVER_ALLOWLIST  FHIR servers the service may fetch from
+  TPI_CDS_PROFILE              site default payer profile (medicare | commercial)
+The README's configuration table lists every setting."""
+EVALUATE_EXITS = """exit codes:
+  0  the response was printed (it may hold no cards)
+  1  the input is not a CDS Hooks request (one line on stderr)
+  2  the configuration is wrong (one line on stderr)
+  3  the prefetch lacks data the rules need (the service would answer 412)"""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tpi-cds", description=__doc__)
+    """The command line; a closed output pipe (``... | head``) ends it quietly."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: list[str] | None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="tpi-cds",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"tpi-cds {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("discovery", help="print the CDS Hooks discovery document")
-    commands.add_parser("serve", help="run the web service (gunicorn) from the environment")
+    serve = commands.add_parser(
+        "serve",
+        help="run the web service (gunicorn)",
+        description="Run the CDS Hooks web service with gunicorn.",
+        epilog=SERVE_SETTINGS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--bind", help="host:port to listen on (TPI_CDS_BIND)")
+    serve.add_argument("--workers", type=int, help="worker processes (TPI_CDS_WORKERS)")
+    serve.add_argument("--config", help="a TOML configuration file (TPI_CDS_CONFIG)")
     feedback = commands.add_parser("feedback", help="read stored feedback")
     feedback.add_argument(
         "action",
         choices=["export", "stats"],
         help="export: JSON lines of every entry; stats: per service and topic",
     )
-    evaluate = commands.add_parser("evaluate", help="answer a CDS Hooks request body")
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="answer a saved CDS Hooks request as the service would",
+        description="Print the response the service would send for a CDS Hooks request "
+        "(no fetching, no card memory: every card is printed).",
+        epilog=EVALUATE_EXITS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     evaluate.add_argument("request", help="a CDS Hooks request JSON file, or - for stdin")
-    evaluate.add_argument("--today", type=_iso_date, help="the date to judge by (YYYY-MM-DD)")
+    evaluate.add_argument(
+        "--today",
+        type=_iso_date,
+        help="the date to judge by, YYYY-MM-DD (default: today in TPI_CDS_TIMEZONE, UTC)",
+    )
     evaluate.add_argument(
         "--profile",
         choices=sorted(PROFILES),
         help="the site's default policy profile, used when the request's coverage does not decide",
     )
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        for flag, variable in (("bind", "BIND"), ("workers", "WORKERS"), ("config", "CONFIG")):
+            if getattr(args, flag) is not None:
+                os.environ[f"TPI_CDS_{variable}"] = str(getattr(args, flag))
     try:
         settings = EngineSettings.from_env(os.environ)
         if getattr(args, "profile", None):
@@ -90,11 +150,12 @@ def _serve() -> int:
 
 def _feedback(action: str) -> int:
     from cds_service.settings import ServiceSettings
-    from cds_service.store import FeedbackStore, StoreUnavailableError
+    from cds_service.store import FeedbackStore, StoreUnavailableError, store_label
 
     try:
-        store = FeedbackStore(ServiceSettings.from_env(os.environ).store_url)
-        store.create_schema()
+        url = ServiceSettings.from_env(os.environ).store_url
+        print(f"tpi-cds: reading the feedback store {store_label(url)}", file=sys.stderr)
+        store = FeedbackStore.open_existing(url)
         if action == "export":
             for entry in store.export():
                 print(json.dumps(entry, ensure_ascii=False))
@@ -123,6 +184,15 @@ def _iso_date(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tpi-cds")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _fail(message: str, code: int) -> int:

@@ -9,7 +9,9 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from cds_service.settings import ServiceSettings
+from cds_service.auth import needs_public_base_url
+from cds_service.settings import ServiceSettings, SettingsError
+from cds_service.store import store_label
 
 
 class GunicornService(BaseApplication):
@@ -66,16 +68,34 @@ def tune_gc() -> None:
 
 def serve(settings: ServiceSettings | None = None) -> None:
     settings = settings or ServiceSettings.from_env(os.environ)
+    if needs_public_base_url(settings.auth.public_base_url, settings.bind, settings.auth.enabled):
+        raise SettingsError(
+            f"TPI_CDS_PUBLIC_BASE_URL is required to listen on {settings.bind} with "
+            "authentication on: it is the URL EHRs call, which every token's aud must name "
+            "(the Host header is the caller's to choose)"
+        )
     host, _, port = settings.bind.rpartition(":")
     print(
         f"tpi-cds: CDS Hooks discovery at http://{host or '127.0.0.1'}:{port}/cds-services "
-        f"({settings.workers} workers, feedback store {_store_label(settings)})",
+        f"({settings.workers} workers, feedback store {store_label(settings.store_url)})",
         file=sys.stderr,
         flush=True,
     )
+    print(f"tpi-cds: {trust_line(settings)}", file=sys.stderr, flush=True)
     GunicornService(settings).run()
 
 
-def _store_label(settings: ServiceSettings) -> str:
-    url = settings.store_url
-    return url if url.startswith("sqlite") else url.split("://", 1)[0] + "://…"
+def trust_line(settings: ServiceSettings) -> str:
+    """Who the service will answer, said at start: the commonest first-day mistake is a
+    service that trusts nobody and answers every call 401."""
+    auth = settings.auth
+    if not auth.enabled:
+        return "authentication is OFF: any caller is answered (local trial only)"
+    if not auth.issuers:
+        return (
+            "no trusted issuer: every call will be answered 401; configure "
+            "TPI_CDS_AUTH_ISSUERS (or TPI_CDS_AUTH_DISABLED=true for a local trial)"
+        )
+    names = ", ".join(issuer.iss for issuer in auth.issuers)
+    plural = "issuer" if len(auth.issuers) == 1 else "issuers"
+    return f"trusting {len(auth.issuers)} {plural}: {names}"

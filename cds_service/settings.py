@@ -8,7 +8,9 @@ either all at once (``TPI_CDS_POLICY`` = a JSON object) or one by one
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -110,8 +112,38 @@ def _number(
 
 
 def default_workers() -> int:
-    """gunicorn's rule of thumb for a mix of CPU and waiting on FHIR servers: 2 x cores + 1."""
-    return 2 * (os.cpu_count() or 1) + 1
+    """2 x usable CPUs + 1 (gunicorn's advice), counting the CPUs this process may really
+    use: its affinity and a cgroup CPU quota (a container limited to 2 CPUs on a 64-core
+    host gets 5 workers, not 129)."""
+    return 2 * usable_cpus() + 1
+
+
+def usable_cpus(cgroup_root: str = "/sys/fs/cgroup") -> int:
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota(Path(cgroup_root))
+    if quota is not None:
+        count = min(count, max(1, math.ceil(quota)))
+    return max(1, count)
+
+
+def _cgroup_cpu_quota(root: Path) -> float | None:
+    """CPUs allowed by cgroup v2 ``cpu.max`` or v1 ``cfs_quota_us / cfs_period_us``."""
+    try:
+        fields = (root / "cpu.max").read_text().split()
+        if fields and fields[0] != "max":
+            return int(fields[0]) / int(fields[1])
+        return None
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
 
 
 @dataclass(frozen=True)
@@ -157,7 +189,7 @@ class ServiceSettings:
         body = _number(environ, service, "max_body_bytes", cls.max_body_bytes)
         return cls(
             engine=EngineSettings.from_env(environ),
-            bind=environ.get(f"{PREFIX}BIND", service.get("bind", cls.bind)),
+            bind=checked_bind(environ.get(f"{PREFIX}BIND", service.get("bind", cls.bind))),
             workers=int(workers),
             data_dir=environ.get(f"{PREFIX}DATA_DIR", service.get("data_dir", cls.data_dir)),
             database_url=environ.get(f"{PREFIX}DATABASE_URL", service.get("database_url")) or None,
@@ -182,6 +214,24 @@ class ServiceSettings:
             if (page := environ.get(f"{PREFIX}FETCH_PAGE_SIZE", service.get("fetch_page_size")))
             else None,
         )
+
+
+BIND = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+):(?P<port>\d{1,5})")
+
+
+def checked_bind(value: Any) -> str:
+    """``host:port`` (``[::1]:8080`` for IPv6) or ``unix:/path``; anything else is refused
+    at start rather than silently listening somewhere else."""
+    text = str(value).strip()
+    if text.startswith("unix:") and len(text) > len("unix:"):
+        return text
+    match = BIND.fullmatch(text)
+    if match is None or not 0 < int(match["port"]) < 65536:
+        raise SettingsError(
+            f"{PREFIX}BIND must be host:port (for example 127.0.0.1:8080) or unix:/path, "
+            f"not {text!r}"
+        )
+    return text
 
 
 def _string_list(value: Any, default: tuple[str, ...]) -> tuple[str, ...]:

@@ -26,10 +26,11 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
     text,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 metadata = MetaData()
@@ -57,6 +58,10 @@ seen_tokens_table = Table(
 )
 
 
+CONNECT_TIMEOUT_SECONDS = 2
+STATEMENT_TIMEOUT_MS = 3000
+
+
 class StoreUnavailableError(RuntimeError):
     """The database cannot be reached or refused the write; nothing was acknowledged."""
 
@@ -72,7 +77,47 @@ class FeedbackEntry:
     outcome_timestamp: str
 
 
+def store_label(url: str) -> str:
+    """The store as a log line may name it: a SQLite path in full, a server URL without
+    its user and password."""
+    if url.startswith("sqlite"):
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.rpartition('@')[2]}"
+
+
+def existing_sqlite_path(url: str) -> Path | None:
+    """The SQLite file of a store URL (None for other databases)."""
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split("///", 1)[-1]
+    return Path(path) if path and path != ":memory:" else None
+
+
 class FeedbackStore:
+    @classmethod
+    def open_existing(cls, url: str) -> FeedbackStore:
+        """A store that must already exist (the reading commands): nothing is created."""
+        path = existing_sqlite_path(url)
+        if path is not None and not path.is_file():
+            raise StoreUnavailableError(
+                f"no feedback store at {path}: run the command where the service keeps its "
+                "data, or set TPI_CDS_DATA_DIR / TPI_CDS_DATABASE_URL to the service's store"
+            )
+        store = cls(url)
+        try:
+            present = inspect(store.engine).has_table(feedback_table.name)
+        except SQLAlchemyError as exc:
+            raise StoreUnavailableError(
+                f"cannot read the feedback store {store_label(url)}: {type(exc).__name__}"
+            ) from exc
+        if not present:
+            raise StoreUnavailableError(
+                f"{store_label(url)} holds no feedback table: not the service's store?"
+            )
+        store.schema_ready = True
+        return store
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = _make_engine(url)
@@ -221,4 +266,27 @@ def _make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
+    connect_args: dict[str, Any] = {}
+    if url.startswith("postgresql+psycopg://"):
+        # A database that accepts and never answers must not hold a request: every store
+        # call is bounded (connect, each statement, and a dead peer on an open connection).
+        own = make_url(url).query.get("options") or ""
+        own = own if isinstance(own, str) else " ".join(own)
+        connect_args = {
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            # Kept with the URL's own options (a search_path, say): these replace them.
+            "options": f"{own} -c statement_timeout={STATEMENT_TIMEOUT_MS}".strip(),
+            "tcp_user_timeout": STATEMENT_TIMEOUT_MS,
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 2,
+        }
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=2,
+        max_overflow=4,
+        pool_timeout=CONNECT_TIMEOUT_SECONDS,
+        connect_args=connect_args,
+    )

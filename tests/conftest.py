@@ -130,6 +130,8 @@ def service_client(tmp_path: Path, **settings: Any) -> Any:
 
     settings.setdefault("engine", FixedToday())
     settings.setdefault("data_dir", str(tmp_path))
+    # The test client calls http://localhost/...: the service's own loopback address here.
+    settings.setdefault("bind", "localhost:80")
     return create_app(ServiceSettings(**settings)).test_client()
 
 
