@@ -11,7 +11,10 @@ import hashlib
 import logging
 import threading
 import time
-from typing import Protocol
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as BudgetExceeded
+from typing import Protocol, TypeVar
 
 from sqlalchemy import delete, insert
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -20,6 +23,42 @@ from cds_service.store import FeedbackStore, StoreUnavailableError, seen_tokens_
 
 log = logging.getLogger(__name__)
 CLEANUP_EVERY = 500
+T = TypeVar("T")
+
+
+class StorePausedError(StoreUnavailableError):
+    """The store is not asked for now (already logged when the pause began)."""
+
+
+class Budget:
+    """Runs store calls within a small time budget, and stops asking a store that keeps
+    missing it for a while: a database that hangs costs a hook call at most the budget,
+    then nothing at all until the pause is over. The degradation is logged once."""
+
+    def __init__(self, seconds: float = 0.25, pause: float = 10.0, threads: int = 4) -> None:
+        self.seconds = seconds
+        self.pause = pause
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="store-call")
+        self._paused_until = 0.0
+        self._lock = threading.Lock()
+
+    def call(self, work: Callable[[], T]) -> T:
+        """The result of ``work``, or StoreUnavailableError when out of budget or paused."""
+        if time.monotonic() < self._paused_until:
+            raise StorePausedError("the store missed its time budget recently")
+        future = self._pool.submit(work)
+        try:
+            return future.result(timeout=self.seconds)
+        except BudgetExceeded:
+            with self._lock:
+                if time.monotonic() >= self._paused_until:
+                    log.error(
+                        "store call took over %.2f s: using this process's memory for %.0f s",
+                        self.seconds,
+                        self.pause,
+                    )
+                self._paused_until = time.monotonic() + self.pause
+            raise StoreUnavailableError("the store did not answer within its budget") from None
 
 
 class ReplayGuard(Protocol):
@@ -53,28 +92,34 @@ class MemoryReplayGuard:
 class SqlReplayGuard:
     """A row per token in the feedback store: the primary key refuses a second insert."""
 
-    def __init__(self, store: FeedbackStore, leeway: float) -> None:
+    def __init__(self, store: FeedbackStore, leeway: float, budget: Budget | None = None) -> None:
         self.store = store
         self.leeway = leeway
         self.fallback = MemoryReplayGuard()
+        self.budget = budget or Budget()
         self._inserts = 0
 
     def first_use(self, iss: str, jti: str, expires_at: float) -> bool:
         key = token_key(iss, jti)
         keep_until = expires_at + self.leeway
-        try:
+
+        def record() -> None:
             self.store.ensure_schema()
             with self.store.engine.begin() as connection:
                 connection.execute(
                     insert(seen_tokens_table), {"token_key": key, "expires_at": keep_until}
                 )
+
+        try:
+            self.budget.call(record)
         except IntegrityError:
             return self._expired_then_retry(key, keep_until)
         except (SQLAlchemyError, StoreUnavailableError) as exc:
-            log.error(
-                "replay store unavailable (%s): checking jti in this process only",
-                type(exc).__name__,
-            )
+            if not isinstance(exc, StorePausedError):
+                log.error(
+                    "replay store unavailable (%s): checking jti in this process only",
+                    type(exc).__name__,
+                )
             return self.fallback.first_use(iss, jti, expires_at)
         self._inserts += 1
         if self._inserts % CLEANUP_EVERY == 0:
