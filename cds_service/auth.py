@@ -141,7 +141,7 @@ class Authenticator:
         keys = self._issuers.get(iss)
         return keys.config if keys else None
 
-    def verify(self, authorization: str | None, audience: str) -> dict[str, Any]:
+    def verify(self, authorization: str | None, audience: str | list[str]) -> dict[str, Any]:
         """The verified claims, or AuthError."""
         if not authorization or not authorization.startswith("Bearer "):
             raise AuthError("no bearer token")
@@ -225,7 +225,28 @@ def _key_set(document: Any, iss: str) -> PyJWKSet:
         raise ConfigurationError(f"issuer {iss}: the JWKS cannot be used ({exc})") from exc
 
 
-def expected_audience(public_base_url: str | None, host_url: str, path: str) -> str:
-    """``aud`` must be the URL called, as the EHR sees it (public base URL behind a proxy)."""
-    base = (public_base_url or host_url).rstrip("/")
-    return f"{base}{path}"
+def audience_bases(public_base_url: str | None, bind: str) -> tuple[str, ...]:
+    """The URLs a token's ``aud`` may name (plus the path called).
+
+    Behind a proxy: the public base URL, and nothing else. Without one, only this service's
+    own loopback address (a development setup): never the request's ``Host`` header, which
+    a caller chooses. A non-loopback bind without a public base URL is refused at start.
+    """
+    if public_base_url:
+        return (public_base_url.rstrip("/"),)
+    host, _, port = bind.rpartition(":")
+    suffix = "" if port == "80" else f":{port}"
+    if not is_loopback(host.strip("[]")) and host not in ("", "0.0.0.0", "::", "[::]"):
+        return ()
+    return tuple(f"http://{name}{suffix}" for name in ("127.0.0.1", "localhost", "[::1]"))
+
+
+def needs_public_base_url(public_base_url: str | None, bind: str, auth_enabled: bool) -> bool:
+    """Authentication on a non-loopback address needs the URL EHRs call."""
+    host = bind.rpartition(":")[0].strip("[]")
+    return (
+        auth_enabled
+        and not public_base_url
+        and not bind.startswith("unix:")
+        and not (is_loopback(host))
+    )
