@@ -73,7 +73,23 @@ class IssuerConfig:
         return issuer
 
 
-SANDBOX = IssuerConfig(iss=SANDBOX_ISSUER, jwks_urls=(SANDBOX_JWKS_URL,))
+# The public sandbox's signing key, pinned so that `make run` works with the sandbox on a
+# machine that cannot reach its JWKS URL. The sandbox signs ES384 with this kid
+# (cds-hooks/sandbox, src/retrieve-data-helpers/jwt-generator.js); the public key is the one
+# the sandbox publishes, as copied into cerner/cds-services-tutorial (index.js) and two
+# other public projects, all with the same x and y.
+SANDBOX_KEY = {
+    "kty": "EC",
+    "crv": "P-384",
+    "kid": "44823f3d-0b01-4a6c-a80e-b9d3e8a7226f",
+    "use": "sig",
+    "alg": "ES384",
+    "x": "dw_JGR8nB2I6XveNxUOl2qk699ZPLM2nYI5STSdiEl9avAkrm3CkfYMbrrjr8laB",
+    "y": "Sm3mLE-n1zYNla_aiE3cb3nZsL51RbC7ysw3q8aJLxGm-hx79RPMYpITDjp7kgzy",
+}
+SANDBOX = IssuerConfig(
+    iss=SANDBOX_ISSUER, jwks={"keys": [SANDBOX_KEY]}, jwks_urls=(SANDBOX_JWKS_URL,)
+)
 
 
 @dataclass(frozen=True)
@@ -184,20 +200,24 @@ class Authenticator:
         return claims
 
     def _signing_key(self, keys: _IssuerKeys, header: Mapping[str, Any]) -> PyJWK:
+        """The issuer's configured key with the token's kid.
+
+        Pinned keys first (no fetch at all). A ``jku`` on the issuer's list is asked
+        first among the listed URLs; any other ``jku`` is never fetched and is no reason
+        to refuse: the token is checked against the configured keys like one without it.
+        """
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise AuthError("no kid in the token header")
-        jku = header.get("jku")
-        if jku is not None:
-            client = keys.clients.get(jku) if isinstance(jku, str) else None
-            if client is None:
-                raise AuthError("jku is not one of the issuer's JWKS URLs")
-            return self._from_client(client, kid)
         for key_set in keys.static:
             for key in key_set.keys:
                 if key.key_id == kid:
                     return key
-        for client in keys.clients.values():
+        jku = header.get("jku")
+        listed = keys.clients.get(jku) if isinstance(jku, str) else None
+        clients = [listed] if listed is not None else []
+        clients += [c for c in keys.clients.values() if c is not listed]
+        for client in clients:
             try:
                 return self._from_client(client, kid)
             except AuthError:

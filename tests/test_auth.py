@@ -20,6 +20,7 @@ from issuers import (
     sign,
     unsigned,
 )
+from jwt import PyJWKSet
 
 from cds_service.auth import AuthSettings, IssuerConfig
 from conftest import load_vignette, service_client
@@ -264,3 +265,29 @@ def test_a_fhir_server_not_configured_for_the_issuer_is_never_contacted(tmp_path
         assert recorder.connections == 0
     finally:
         recorder.close()
+
+
+def test_a_jku_off_the_list_is_no_reason_to_refuse_a_pinned_key(client, jwks_server):
+    """The sandbox always sends its jku: an issuer configured with an inline JWKS still
+    accepts its tokens, checked by kid, and the jku is never contacted."""
+    token = sign(RSA, claims(BASE + DISCOVERY), jku=jwks_server.url)
+    assert call(client, token).status_code == 200
+    assert jwks_server.fetches == []
+
+
+def test_a_listed_url_is_not_fetched_when_the_key_is_pinned(tmp_path, jwks_server):
+    jwks_server.document = jwks(EC)
+    issuer = IssuerConfig(iss=ISSUER, jwks=jwks(EC), jwks_urls=(jwks_server.url,))
+    client = make_client(tmp_path, issuer)
+    assert call(client, sign(EC, claims(BASE + DISCOVERY), jku=jwks_server.url)).status_code == 200
+    assert jwks_server.fetches == []
+
+
+def test_the_sandbox_preset_verifies_its_tokens_offline():
+    """The pinned sandbox key is a usable ES384 public key with the sandbox's kid."""
+    from cds_service.auth import SANDBOX
+
+    (key,) = PyJWKSet.from_dict(SANDBOX.jwks).keys
+    assert key.key_id == "44823f3d-0b01-4a6c-a80e-b9d3e8a7226f"
+    assert key.algorithm_name == "ES384"
+    assert SANDBOX.jwks_urls == ("https://sandbox.cds-hooks.org/.well-known/jwks.json",)
