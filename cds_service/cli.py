@@ -150,7 +150,12 @@ def _serve() -> int:
 
 def _feedback(action: str) -> int:
     from cds_service.settings import ServiceSettings
-    from cds_service.store import FeedbackStore, StoreUnavailableError, store_label
+    from cds_service.store import (
+        FeedbackStore,
+        StoreConfigurationError,
+        StoreUnavailableError,
+        store_label,
+    )
 
     try:
         url = ServiceSettings.from_env(os.environ).store_url
@@ -161,7 +166,7 @@ def _feedback(action: str) -> int:
                 print(json.dumps(entry, ensure_ascii=False))
         else:
             print(json.dumps(store.stats(), indent=1, ensure_ascii=False))
-    except SettingsError as exc:
+    except (SettingsError, StoreConfigurationError) as exc:
         return _fail(f"configuration: {exc}", EXIT_CONFIGURATION)
     except StoreUnavailableError as exc:
         return _fail(str(exc), EXIT_CONFIGURATION)

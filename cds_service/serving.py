@@ -11,7 +11,12 @@ from gunicorn.app.base import BaseApplication
 
 from cds_service.auth import needs_public_base_url
 from cds_service.settings import ServiceSettings, SettingsError
-from cds_service.store import store_label
+from cds_service.store import (
+    FeedbackStore,
+    StoreConfigurationError,
+    StoreUnavailableError,
+    store_label,
+)
 
 
 class GunicornService(BaseApplication):
@@ -74,6 +79,7 @@ def serve(settings: ServiceSettings | None = None) -> None:
             "authentication on: it is the URL EHRs call, which every token's aud must name "
             "(the Host header is the caller's to choose)"
         )
+    preflight_store(settings)
     host, _, port = settings.bind.rpartition(":")
     print(
         f"tpi-cds: CDS Hooks discovery at http://{host or '127.0.0.1'}:{port}/cds-services "
@@ -83,6 +89,26 @@ def serve(settings: ServiceSettings | None = None) -> None:
     )
     print(f"tpi-cds: {trust_line(settings)}", file=sys.stderr, flush=True)
     GunicornService(settings).run()
+
+
+def preflight_store(settings: ServiceSettings) -> None:
+    """Before gunicorn starts: a store that cannot work stops the start with one line
+    (exit 2); one that is only down now is a degraded start that says what is missing."""
+    try:
+        store = FeedbackStore(settings.store_url)
+    except StoreConfigurationError as exc:
+        raise SettingsError(str(exc)) from None
+    try:
+        store.create_schema()
+    except StoreUnavailableError as exc:
+        print(
+            f"tpi-cds: DEGRADED START: feedback cannot be stored ({exc}); hook calls are "
+            "answered, feedback gets 503 until the store answers",
+            file=sys.stderr,
+            flush=True,
+        )
+    finally:
+        store.dispose()
 
 
 def trust_line(settings: ServiceSettings) -> str:

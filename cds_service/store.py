@@ -31,7 +31,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 metadata = MetaData()
 
@@ -60,6 +60,35 @@ seen_tokens_table = Table(
 
 CONNECT_TIMEOUT_SECONDS = 2
 STATEMENT_TIMEOUT_MS = 3000
+
+
+class StoreConfigurationError(ValueError):
+    """A store URL or data folder that cannot work: the service does not start."""
+
+
+def describe_failure(exc: BaseException, url: str) -> str:
+    """Why a store call failed, in words an operator can act on (no password)."""
+    cause = exc.__cause__ or exc
+    text = str(getattr(cause, "orig", None) or cause).lower()
+    where = store_label(normalized_url(url))
+    try:
+        parsed = make_url(normalized_url(url))
+        server = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
+    except ArgumentError:
+        server = where
+    if "does not exist" in text and "database" in text:
+        return f"database {make_url(normalized_url(url)).database!r} does not exist on {server}"
+    if "connection refused" in text:
+        return f"nothing answers at {server} (connection refused)"
+    if "timeout" in text or "timed out" in text:
+        return f"{server} did not answer in time"
+    if "authentication failed" in text or "password" in text:
+        return f"{server} refused the user name or password"
+    if "readonly" in text or "read-only" in text:
+        return f"the SQLite store {where} is read-only"
+    if "unable to open database file" in text:
+        return f"the SQLite store {where} cannot be opened (folder not writable?)"
+    return f"{where}: {type(cause).__name__}"
 
 
 class StoreUnavailableError(RuntimeError):
@@ -128,7 +157,7 @@ class FeedbackStore:
             metadata.create_all(self.engine)
         except SQLAlchemyError as exc:
             raise StoreUnavailableError(
-                f"cannot create the feedback schema: {type(exc).__name__}"
+                f"cannot create the feedback schema: {describe_failure(exc, self.url)}"
             ) from exc
         self.schema_ready = True
 
@@ -248,11 +277,40 @@ def _iso(value: Any) -> Any:
     return value
 
 
+def normalized_url(url: str) -> str:
+    """``postgres://`` (what most platforms hand out) is PostgreSQL too."""
+    if url.startswith("postgres://"):
+        return "postgresql://" + url.removeprefix("postgres://")
+    return url
+
+
 def _make_engine(url: str) -> Engine:
+    """The engine for a store URL; a URL that cannot work is a StoreConfigurationError
+    naming the cause in one line (never the password)."""
+    url = normalized_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreConfigurationError(
+            "the feedback store URL is not a database URL (sqlite:///path or "
+            "postgresql://user@host:5432/db)"
+        ) from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise StoreConfigurationError(
+            f"the feedback store must be SQLite or PostgreSQL, not {parsed.get_backend_name()}"
+        )
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(path).parent
+            if folder.exists() and not folder.is_dir():
+                raise StoreConfigurationError(f"the data folder {folder} is a file")
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreConfigurationError(
+                    f"the data folder {folder} cannot be created ({exc.strerror})"
+                ) from None
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from running import start_service
+from running import free_port, start_service
 
 from cds_service.auth import AuthSettings, IssuerConfig
 from cds_service.serving import trust_line
@@ -312,3 +312,109 @@ def test_a_public_bind_with_authentication_needs_a_public_base_url(tmp_path):
     assert done.returncode == 2
     assert "TPI_CDS_PUBLIC_BASE_URL is required" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+# --------------------------------------------------------------------------- store mistakes
+
+
+def serve_until(tmp_path: Path, marker: str, **env: str) -> tuple[int | None, str]:
+    """Start `tpi-cds serve`; return its exit code (None if still running) and its stderr
+    up to the line holding `marker` (or to its end)."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TPI_CDS_")}
+    environment.update(TPI_CDS_AUTH_DISABLED="true", TPI_CDS_WORKERS="1", **env)
+    environment.setdefault("TPI_CDS_BIND", f"127.0.0.1:{free_port()}")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cds_service.cli", "serve"],
+        env=environment,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
+    lines = []
+    try:
+        for line in process.stderr:
+            lines.append(line)
+            if marker in line:
+                break
+        code = process.poll()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, 9)
+        process.wait(10)
+    return code, "".join(lines)
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("notaurl", "not a database URL"),
+        ("mysql://tpi@127.0.0.1/tpi", "SQLite or PostgreSQL, not mysql"),
+    ],
+)
+def test_a_database_url_that_cannot_work_stops_the_start_with_one_line(tmp_path, url, words):
+    done = tpi_cds("serve", TPI_CDS_DATABASE_URL=url, TPI_CDS_AUTH_DISABLED="true")
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert words in done.stderr
+
+
+def test_a_data_dir_that_is_a_file_stops_the_start(tmp_path):
+    (tmp_path / "data").write_text("not a folder")
+    done = tpi_cds("serve", TPI_CDS_DATA_DIR=str(tmp_path / "data"), TPI_CDS_AUTH_DISABLED="true")
+    assert done.returncode == 2
+    assert "is a file" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_postgres_spelling_is_accepted_as_postgresql():
+    from cds_service.store import FeedbackStore
+    from stores import POSTGRES_URL, postgres_reachable
+
+    if not postgres_reachable():
+        pytest.skip(f"no PostgreSQL reachable at {POSTGRES_URL} (CI provides one)")
+    url = POSTGRES_URL.replace("postgresql://", "postgres://", 1)
+    assert FeedbackStore(url).ping()
+
+
+def test_a_dead_database_port_is_a_degraded_start_that_names_it(tmp_path):
+    code, err = serve_until(
+        tmp_path,
+        "DEGRADED START",
+        TPI_CDS_DATABASE_URL=f"postgresql://tpi:secret@127.0.0.1:{free_port()}/tpi",
+    )
+    assert code is None, err
+    assert "connection refused" in err and "127.0.0.1:" in err
+    assert "secret" not in err
+
+
+def test_a_missing_database_is_named(tmp_path):
+    from stores import POSTGRES_URL, postgres_reachable
+
+    if not postgres_reachable():
+        pytest.skip(f"no PostgreSQL reachable at {POSTGRES_URL} (CI provides one)")
+    url = POSTGRES_URL.rsplit("/", 1)[0] + "/no_such_database_tpi"
+    code, err = serve_until(tmp_path, "DEGRADED START", TPI_CDS_DATABASE_URL=url)
+    assert code is None, err
+    assert "database 'no_such_database_tpi' does not exist" in err
+
+
+@pytest.mark.parametrize(
+    ("message", "words"),
+    [
+        ("attempt to write a readonly database", "is read-only"),
+        ("unable to open database file", "cannot be opened"),
+    ],
+)
+def test_sqlite_failures_are_named(message, words):
+    """A read-only data folder (not observable as root, who writes anyway): the words an
+    operator gets for SQLite's own errors."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from cds_service.store import describe_failure
+
+    error = OperationalError("CREATE TABLE", {}, sqlite3.OperationalError(message))
+    assert words in describe_failure(error, "sqlite:////srv/data/tpi-cds.sqlite3")
