@@ -31,7 +31,9 @@ class GunicornService(BaseApplication):
         options: dict[str, Any] = {
             "bind": self.settings.bind,
             "workers": self.settings.workers,
-            "worker_class": "sync",
+            # An event loop per worker reads whole requests before any thread sees them:
+            # slow or half-open clients cannot take the workers (cds_service.front).
+            "worker_class": "cds_service.front.Worker",
             # Import and build once in the master, then fork: workers start ready at once
             # and share those pages (copy-on-write, helped by gc.freeze()).
             "preload_app": True,
@@ -48,14 +50,16 @@ class GunicornService(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        if self.app_factory is not None:  # the benchmark's ceiling app
+        from cds_service.front import asgi
+
+        if self.app_factory is not None:  # the benchmark's ceiling app: the same front
             app = self.app_factory()
         else:
             from cds_service.app import create_app
 
             app = create_app(self.settings)
         tune_gc()
-        return app
+        return asgi(app, self.settings.max_body_bytes)
 
 
 def tune_gc() -> None:

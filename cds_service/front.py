@@ -1,0 +1,115 @@
+"""The serving front: no worker waits on a client that has not sent its whole request.
+
+gunicorn's sync workers give a whole process to each connection from its first byte: five
+clients that never finish their headers stopped the service. Here each gunicorn worker
+runs an asyncio event loop (uvicorn, with the C parser httptools): headers and body are
+read without holding a thread, a body over the size limit is refused as it arrives, and
+only a complete request is handed to the Flask application, which runs in a small thread
+pool (a2wsgi). Slow or half-open connections cost a socket and a few kilobytes each.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from a2wsgi import WSGIMiddleware
+from uvicorn_worker import UvicornWorker
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+WSGI_THREADS = 8
+
+
+class Worker(UvicornWorker):
+    """gunicorn's uvicorn worker, without uvicorn's own access log (the service logs each
+    request once, as JSON, with nothing private) and without a Server header."""
+
+    CONFIG_KWARGS = {  # noqa: RUF012 - the base class reads it as a class attribute
+        "loop": "auto",
+        "http": "httptools",
+        "access_log": False,
+        "server_header": False,
+    }
+
+
+class BufferedRequests:
+    """Reads each request body whole (up to ``limit`` bytes, chunked or not) before the
+    application sees it; what is over the limit is a 413 OperationOutcome."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.limit:
+                await _too_large(send, self.limit)
+                return
+            chunks.append(body)
+            if not message.get("more_body"):
+                break
+        data = b"".join(chunks)
+        headers = [
+            (name, value)
+            for name, value in scope.get("headers", [])
+            if name.lower() not in (b"content-length", b"transfer-encoding")
+        ]
+        if data or scope.get("method") in ("POST", "PUT", "PATCH"):
+            headers.append((b"content-length", str(len(data)).encode()))
+        replayed = False
+
+        async def whole() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": data, "more_body": False}
+            return await receive()
+
+        await self.app(dict(scope, headers=headers), whole, send)
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = json.dumps(
+        {
+            "resourceType": "OperationOutcome",
+            "issue": [
+                {
+                    "severity": "error",
+                    "code": "too-long",
+                    "diagnostics": f"the request body is larger than {limit} bytes",
+                }
+            ],
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/fhir+json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def asgi(wsgi_app: Any, limit: int) -> ASGIApp:
+    """The Flask application behind the buffering front."""
+    return BufferedRequests(WSGIMiddleware(wsgi_app, workers=WSGI_THREADS), limit)
