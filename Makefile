@@ -1,34 +1,49 @@
 # Every target builds its own virtual environment first: a fresh machine needs
-# nothing but Python 3.11.
+# nothing but Python 3.11. `make run` and `make bench` use .venv (the service and its
+# runtime dependencies only); `make test` and `make lint` use .venv-test (plus the test
+# tools, among them a FHIR server that brings a web framework of its own).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+TEST_VENV := .venv-test
+TEST_BIN := $(TEST_VENV)/bin
 
-.PHONY: test lint run bench clean
+.DEFAULT_GOAL := help
+.PHONY: help test lint run bench clean
 
-$(STAMP): setup.cfg pyproject.toml
+help:  ## list the targets
+	@echo "tpi-cds: CDS Hooks decision support for trigger point injections"
+	@echo
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z]+):.*## /  make \1\t/' | expand -t 16
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	@echo "setting up $(VENV): the service and its runtime dependencies (about a minute)..."
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	$(BIN)/python -m pip install --progress-bar off --upgrade pip
+	$(BIN)/python -m pip install --progress-bar off -e .
+	touch $@
+
+$(TEST_VENV)/.installed: setup.cfg pyproject.toml
+	@echo "setting up $(TEST_VENV): the service and the test tools (a minute or two)..."
+	$(PYTHON) -m venv $(TEST_VENV)
+	$(TEST_BIN)/python -m pip install --progress-bar off --upgrade pip
+	$(TEST_BIN)/python -m pip install --progress-bar off -e '.[test]'
+	touch $@
 
 # pytest exits 5 when it collects no tests; that is not a failure of the code.
-test: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/python -m pytest; status=$$?; [ $$status -eq 5 ] && status=0; exit $$status
+test: $(TEST_VENV)/.installed  ## lint, then the whole test suite
+	$(TEST_BIN)/ruff check .
+	$(TEST_BIN)/python -m pytest; status=$$?; [ $$status -eq 5 ] && status=0; exit $$status
 
-# Starts the service on http://127.0.0.1:8080 (gunicorn, SQLite feedback store in ./data).
-run: $(STAMP)
+run: $(VENV)/.installed  ## the service on http://127.0.0.1:8080 (SQLite feedback store in ./data)
 	TPI_CDS_CONFIG=$${TPI_CDS_CONFIG:-config/development.toml} $(BIN)/tpi-cds serve
 
-# The benchmark: gunicorn + wrk, workloads against the ceiling; writes bench/results.md.
-bench: $(STAMP)
+bench: $(VENV)/.installed  ## the benchmark (gunicorn + wrk, workloads against the ceiling)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-lint: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+lint: $(TEST_VENV)/.installed  ## ruff check and format check
+	$(TEST_BIN)/ruff check .
+	$(TEST_BIN)/ruff format --check .
 
-clean:
-	rm -rf $(VENV) build *.egg-info
+clean:  ## remove both virtual environments and build files
+	rm -rf $(VENV) $(TEST_VENV) build *.egg-info
