@@ -4,8 +4,8 @@ gunicorn's sync workers give a whole process to each connection from its first b
 clients that never finish their headers stopped the service. Here each gunicorn worker
 runs an asyncio event loop (uvicorn, with the C parser httptools): headers and body are
 read without holding a thread, a body over the size limit is refused as it arrives, and
-only a complete request is handed to the Flask application, which runs in a small thread
-pool of two threads (a2wsgi). Slow or half-open connections cost a socket and a few kilobytes each.
+only a complete request is handed to the Flask application, which runs in a one-thread
+pool (a2wsgi). Slow or half-open connections cost a socket and a few kilobytes each.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-# Two threads per worker: the engine is CPU-bound (one thread at a time holds the GIL), and
-# each thread in flight holds a whole decoded request; a second thread covers waits on a
-# FHIR server. Eight threads tripled a worker's memory on 3 MB requests for no throughput.
-WSGI_THREADS = 2
+# One thread per worker, as with sync workers: the engine is CPU-bound (one thread at a
+# time holds the GIL) and each thread in flight holds a whole decoded request; more threads
+# only added memory (225 MB per worker with 8 threads on 3 MB requests).
+WSGI_THREADS = 1
+ROTATE_EVERY = 20
 
 
 class Worker(UvicornWorker):
@@ -33,8 +34,8 @@ class Worker(UvicornWorker):
     request once, as JSON, with nothing private) and without a Server header."""
 
     CONFIG_KWARGS = {  # noqa: RUF012 - the base class reads it as a class attribute
-        "loop": "auto",
-        "http": "httptools",
+        "loop": "asyncio",
+        "http": "httptools",  # the C parser; the stdlib asyncio loop (uvloop measured no better)
         "access_log": False,
         "server_header": False,
     }
@@ -42,11 +43,19 @@ class Worker(UvicornWorker):
 
 class BufferedRequests:
     """Reads each request body whole (up to ``limit`` bytes, chunked or not) before the
-    application sees it; what is over the limit is a 413 OperationOutcome."""
+    application sees it; what is over the limit is a 413 OperationOutcome.
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    Every ``rotate``-th response on a connection says ``Connection: close``. An event-loop
+    worker accepts every connection waiting when it wakes, so a client's few keep-alive
+    connections can all land on one worker (one CPU) while the others idle; a client that
+    reconnects now and then is spread over the workers again, the idle ones first.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, rotate: int = ROTATE_EVERY) -> None:
         self.app = app
         self.limit = limit
+        self.rotate = rotate
+        self._served: dict[Any, int] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -75,6 +84,22 @@ class BufferedRequests:
         if data or scope.get("method") in ("POST", "PUT", "PATCH"):
             headers.append((b"content-length", str(len(data)).encode()))
         replayed = False
+        client = scope.get("client")
+        served = self._served.get(client, 0) + 1
+        closing = served >= self.rotate
+        if closing:
+            self._served.pop(client, None)
+        else:
+            self._served[client] = served
+        if len(self._served) > 10_000:  # connections that went away: forget them
+            self._served.clear()
+
+        async def closing_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = dict(
+                    message, headers=[*message.get("headers", []), (b"connection", b"close")]
+                )
+            await send(message)
 
         async def whole() -> Message:
             nonlocal replayed
@@ -83,7 +108,7 @@ class BufferedRequests:
                 return {"type": "http.request", "body": data, "more_body": False}
             return await receive()
 
-        await self.app(dict(scope, headers=headers), whole, send)
+        await self.app(dict(scope, headers=headers), whole, closing_send if closing else send)
 
 
 async def _too_large(send: Send, limit: int) -> None:

@@ -53,3 +53,22 @@ def test_200_slow_connections_leave_calls_answered(tmp_path):
         for sock in slow:
             sock.close()
         service.stop()
+
+
+def test_a_keep_alive_client_is_asked_to_reconnect_now_and_then(tmp_path):
+    """Every 20th response on a connection says Connection: close, so a client's few
+    keep-alive connections are spread over the workers again (an event-loop worker takes
+    every connection waiting when it wakes)."""
+    from cds_service.front import ROTATE_EVERY
+
+    service = start_service(tmp_path, workers=2, TPI_CDS_AUTH_DISABLED="true")
+    try:
+        with requests.Session() as session:
+            closing = [
+                session.get(f"{service.base_url}/healthz", timeout=5).headers.get("Connection")
+                for _ in range(2 * ROTATE_EVERY)
+            ]
+        assert closing.count("close") == 2
+        assert closing[ROTATE_EVERY - 1] == "close"
+    finally:
+        service.stop()
