@@ -103,6 +103,14 @@ def card(response: dict[str, Any], topic: str) -> dict[str, Any] | None:
     return found[0] if found else None
 
 
+def topic_card(request: dict[str, Any], topic: str, **kwargs: Any) -> dict[str, Any] | None:
+    """A request's card of one topic, checked for shape (assert_well_formed), or None."""
+    c = card(evaluate(request, **kwargs), topic)
+    if c is not None:
+        assert_well_formed(c)
+    return c
+
+
 def topics(response: dict[str, Any]) -> set[str]:
     return {c["source"]["topic"]["code"] for c in response["cards"]}
 

@@ -27,6 +27,7 @@ from conftest import (
     load_vignette,
     resource,
     rules,
+    topic_card,
     topics,
 )
 
@@ -46,11 +47,7 @@ TRAPEZIUS = {
 
 
 def pt_card(request: dict[str, Any], **kwargs: Any) -> dict[str, Any] | None:
-    """The request's pt-integration card (checked for shape), or None."""
-    c = card(evaluate(request, **kwargs), TOPIC)
-    if c is not None:
-        assert_well_formed(c)
-    return c
+    return topic_card(request, TOPIC, **kwargs)
 
 
 def referral_resource(c: dict[str, Any]) -> dict[str, Any]:

@@ -23,10 +23,10 @@ from conftest import (
     add_resource,
     assert_well_formed,
     card,
-    evaluate,
     evaluate_vignette,
     load_vignette,
     rules,
+    topic_card,
 )
 from conftest import resource as find
 
@@ -45,11 +45,7 @@ NECK = [{"coding": [{"system": SNOMED, "code": "45048000", "display": "Neck stru
 
 
 def referral(request: dict[str, Any], **kwargs: Any) -> dict[str, Any] | None:
-    """The request's specialist-referral card (checked for shape), or None."""
-    c = card(evaluate(request, **kwargs), TOPIC)
-    if c is not None:
-        assert_well_formed(c)
-    return c
+    return topic_card(request, TOPIC, **kwargs)
 
 
 def offered(c: dict[str, Any]) -> dict[str, bool]:
