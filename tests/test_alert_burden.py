@@ -403,11 +403,7 @@ def test_a_steroid_in_a_synthea_pregnancy_gets_s6():
     draft, not the TPI.
     """
     name, bundle, pregnancy = pregnant_patient()
-    onset = (TODAY - timedelta(weeks=12)).isoformat()
-    pregnancy["onsetDateTime"] = onset
-    pregnancy["recordedDate"] = onset
-    pregnancy.pop("abatementDateTime", None)
-    pregnancy["clinicalStatus"]["coding"][0]["code"] = "active"
+    make_current(pregnancy)
     response = evaluate(with_triamcinolone_draft(order_select_for(bundle)))
     safety = safety_card(response)
     assert safety is not None, name
@@ -423,6 +419,15 @@ def test_a_steroid_in_a_synthea_pregnancy_gets_s6():
     assert removed == ["MedicationRequest/triam-draft"]
 
 
+def make_current(pregnancy: dict) -> None:
+    """The fixture's last pregnancy moved to 12 weeks before today, still active."""
+    onset = (TODAY - timedelta(weeks=12)).isoformat()
+    pregnancy["onsetDateTime"] = onset
+    pregnancy["recordedDate"] = onset
+    pregnancy.pop("abatementDateTime", None)
+    pregnancy["clinicalStatus"]["coding"][0]["code"] = "active"
+
+
 def test_a_steroid_after_a_past_synthea_pregnancy_gets_no_s6():
     """Counterpart: the same patient as recorded (every pregnancy resolved years ago) with the
     same triamcinolone draft: no S6."""
@@ -435,10 +440,6 @@ def test_a_steroid_after_a_past_synthea_pregnancy_gets_no_s6():
 def test_a_recent_synthea_pregnancy_without_a_steroid_gets_no_s6():
     """Counterpart: the shifted, current pregnancy and a TPI with no steroid: no S6."""
     name, bundle, pregnancy = pregnant_patient()
-    onset = (TODAY - timedelta(weeks=12)).isoformat()
-    pregnancy["onsetDateTime"] = onset
-    pregnancy["recordedDate"] = onset
-    pregnancy.pop("abatementDateTime", None)
-    pregnancy["clinicalStatus"]["coding"][0]["code"] = "active"
+    make_current(pregnancy)
     safety = safety_card(evaluate(order_select_for(bundle)))
     assert safety is None or "S6" not in rules(safety), name
