@@ -47,6 +47,25 @@ feedback_table = Table(
     Column("override_reason", JSON, nullable=True),
     Column("outcome_timestamp", String(64), nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
+    # What card memory knew of the card when its feedback came (null when it did not):
+    # lets governance count feedback per rule, not only per topic.
+    Column("card_rules", JSON, nullable=True),
+    Column("card_indicator", String(20), nullable=True),
+)
+# Columns added after the first release: a store created earlier gets them at start.
+ADDED_FEEDBACK_COLUMNS = {"card_rules": "JSON", "card_indicator": "VARCHAR(20)"}
+
+card_counts_table = Table(
+    "tpi_cds_card_counts",
+    metadata,
+    # Cards sent per day, service, topic, rule ids (space-separated) and indicator: what
+    # governance needs to set feedback against, with nothing about any patient in it.
+    Column("day", String(10), primary_key=True),
+    Column("service_id", String(100), primary_key=True),
+    Column("topic", String(40), primary_key=True),
+    Column("rules", String(200), primary_key=True),
+    Column("indicator", String(20), primary_key=True),
+    Column("count", Integer, nullable=False),
 )
 
 
@@ -104,6 +123,8 @@ class FeedbackEntry:
     accepted_suggestions: list[dict[str, Any]] | None
     override_reason: dict[str, Any] | None
     outcome_timestamp: str
+    card_rules: list[str] | None = None
+    card_indicator: str | None = None
 
 
 def store_label(url: str) -> str:
@@ -155,11 +176,27 @@ class FeedbackStore:
     def create_schema(self) -> None:
         try:
             metadata.create_all(self.engine)
+            self._add_missing_columns()
         except SQLAlchemyError as exc:
             raise StoreUnavailableError(
                 f"cannot create the feedback schema: {describe_failure(exc, self.url)}"
             ) from exc
         self.schema_ready = True
+
+    def _add_missing_columns(self) -> None:
+        """A feedback table from an earlier release gains the columns added since."""
+        present = {c["name"] for c in inspect(self.engine).get_columns(feedback_table.name)}
+        missing = [name for name in ADDED_FEEDBACK_COLUMNS if name not in present]
+        if not missing:
+            return
+        with self.engine.begin() as connection:
+            for name in missing:
+                connection.execute(
+                    text(
+                        f"ALTER TABLE {feedback_table.name} "
+                        f"ADD COLUMN {name} {ADDED_FEEDBACK_COLUMNS[name]}"
+                    )
+                )
 
     def ensure_schema(self) -> None:
         """A database that was down at start gets its tables when it comes back."""
@@ -180,6 +217,8 @@ class FeedbackStore:
                 "override_reason": e.override_reason,
                 "outcome_timestamp": e.outcome_timestamp,
                 "received_at": now,
+                "card_rules": e.card_rules,
+                "card_indicator": e.card_indicator,
             }
             for e in entries
         ]
