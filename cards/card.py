@@ -33,6 +33,20 @@ SNOOZE_REASONS = (
     ("snooze-30", "Remind me in 30 days"),
     ("snooze-90", "Remind me in 90 days"),
 )
+SNOOZE_DAYS = {code: int(code.removeprefix("snooze-")) for code, _ in SNOOZE_REASONS}
+SNOOZABLE_TOPICS = ("pt-integration", "specialist-referral")
+
+
+def snooze_group(rule: str) -> str:
+    """What a snooze is keyed by: the rule id, except that P1 (order time) and P2 (chart
+    opening) are one finding, "no therapy in place", for snoozing (section 3.5)."""
+    return "P" if rule in ("P1", "P2") else rule
+
+
+def is_snoozed(rule: str, snoozed: frozenset[str]) -> bool:
+    return snooze_group(rule) in snoozed
+
+
 # Per topic, only reasons that make sense there (section 4); snoozes on PT and referral.
 OVERRIDE_REASONS: dict[str, tuple[tuple[str, str], ...]] = {
     "tpi-safety": (

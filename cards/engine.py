@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 from cards.card import AdvisedCard, Indicator, TopicAdvice, build_card
@@ -51,18 +51,38 @@ class Engine:
         return [advised.card for advised in self.advise_keyed(record, orders, today)]
 
     def advise_keyed(
-        self, record: PatientRecord, orders: OrderContext, today: date
+        self,
+        record: PatientRecord,
+        orders: OrderContext,
+        today: date,
+        snoozed: frozenset[str] = frozenset(),
     ) -> list[AdvisedCard]:
-        """The cards with their memory keys (topic, rule ids, evidence fingerprint).
+        """The cards with their memory keys (topic, rule ids, evidence fingerprint)."""
+        return self.advisor(record, orders, today).cards(snoozed)
+
+    def advisor(self, record: PatientRecord, orders: OrderContext, today: date) -> Advisor:
+        """One patient's advice, asked more than once (card memory re-asks with snoozes)."""
+        return Advisor(Facts(record, orders, self.terminology, self.policies, today))
+
+
+class Advisor:
+    """The facts of one request, computed once, and the cards they give."""
+
+    def __init__(self, facts: Facts) -> None:
+        self.facts = facts
+
+    def cards(self, snoozed: frozenset[str] = frozenset()) -> list[AdvisedCard]:
+        """At most one card per topic, leaving out snoozed findings (by ``snooze_group``).
 
         Precedence: a critical infection card (do not inject) is sent alone — the other
         topics are moot while the injection should not happen. A critical allergy card hides
         nothing: the injection goes ahead with another injectate.
         """
-        if orders.is_order_hook and not orders.tpi_orders:
+        facts = self.facts
+        if facts.orders.is_order_hook and not facts.orders.tpi_orders:
             return []
-        facts = Facts(record, orders, self.terminology, self.policies, today)
-        topics = ORDER_TOPICS if orders.is_order_hook else PATIENT_VIEW_TOPICS
+        facts.snoozed = snoozed
+        topics = ORDER_TOPICS if facts.orders.is_order_hook else PATIENT_VIEW_TOPICS
         cards: list[AdvisedCard] = []
         for topic in topics:
             advice = topic(facts)
@@ -73,6 +93,21 @@ class Engine:
             if card is not None:
                 cards.append(card)
         return cards
+
+    def evidence_since(self, instant: datetime) -> bool:
+        """A TPI session or pain score after ``instant``: new evidence lifts a snooze.
+
+        An untimed session or score counts from the day after ``instant``'s day.
+        """
+        instant = instant if instant.tzinfo else instant.replace(tzinfo=UTC)
+        day = instant.astimezone(UTC).date()
+        for session in self.facts.sessions:
+            if session.day > day or (session.started is not None and session.started > instant):
+                return True
+        return any(
+            (score.instant > instant) if score.timed else (score.day > day)
+            for score in self.facts.pain_scores
+        )
 
 
 def _do_not_inject(advice: TopicAdvice) -> bool:

@@ -172,6 +172,8 @@ class Facts:
         self.terminology = terminology
         self.policies = policies
         self.today = today
+        # Snooze groups (see card.snooze_group) whose findings are left out for now.
+        self.snoozed: frozenset[str] = frozenset()
 
     # -- payer ------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from cards.card import Finding, Indicator, Sources, Suggestion, TopicAdvice
+from cards.card import Finding, Indicator, Sources, Suggestion, TopicAdvice, is_snoozed
 from cards.facts import Facts
 from cards.response import within
 from cards.terminology import Concept
@@ -29,6 +29,8 @@ def pt_advice(facts: Facts) -> TopicAdvice:
         if facts.orders.is_order_hook
         else recent_tpi_without_therapy(facts)
     )
+    if finding is not None and is_snoozed(finding.rule, facts.snoozed):
+        finding = None
     advice.add(finding)
     if finding is not None:
         advice.suggestions.append(pt_referral_suggestion(facts))

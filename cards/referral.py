@@ -18,6 +18,7 @@ from cards.card import (
     Sources,
     Suggestion,
     TopicAdvice,
+    is_snoozed,
     join_evidence,
 )
 from cards.facts import REFERRAL_VALUE_SETS, ConditionFact, Facts, lower_first
@@ -60,7 +61,11 @@ def referral_advice(facts: Facts) -> TopicAdvice:
     advice = TopicAdvice("specialist-referral")
     if not has_tpi_context(facts):
         return advice
-    found = referral_findings(facts)
+    found = {
+        rule: item
+        for rule, item in referral_findings(facts).items()
+        if not is_snoozed(rule, facts.snoozed)
+    }
     if not found:
         return advice
     suppressed: dict[str, str] = {}

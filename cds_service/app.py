@@ -11,8 +11,8 @@ import logging
 import os
 import re
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -20,9 +20,11 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from cards import Engine
+from cards import Engine, OrderContext
+from cards.engine import Advisor
 from cds_service.auth import Authenticator, AuthError, audience_bases
 from cds_service.evaluation import (
+    HookRequest,
     InvalidRequestError,
     MissingPrefetchError,
     evaluate_request,
@@ -31,10 +33,11 @@ from cds_service.evaluation import (
 from cds_service.feedback import InvalidFeedbackError, parse_feedback
 from cds_service.fetching import FetchLimits, FhirFetcher
 from cds_service.logs import configure_logging
+from cds_service.memory import CardMemory, SentCard, backend_for
 from cds_service.replay import Budget, RedisReplayGuard, ReplayGuard, SqlReplayGuard
 from cds_service.services import SERVICES_BY_ID, discovery_document
 from cds_service.settings import ServiceSettings, load_terminology
-from cds_service.store import FeedbackStore, StoreUnavailableError
+from cds_service.store import FeedbackEntry, FeedbackStore, StoreUnavailableError
 
 log = logging.getLogger(__name__)
 requests_log = logging.getLogger("cds_service.requests")
@@ -61,6 +64,7 @@ class Runtime:
     discovery: str
     authenticator: Authenticator | None
     readiness: Budget
+    memory: CardMemory
     audience_bases: tuple[str, ...] = ()
 
 
@@ -111,6 +115,10 @@ def create_app(
         discovery=json.dumps(discovery_document(load_terminology(settings.engine.valueset_dir))),
         authenticator=authenticator,
         readiness=Budget(seconds=0.5, pause=2.0, threads=2),
+        memory=CardMemory(
+            backend_for(FeedbackStore(settings.store_url, durable=False), settings.redis_url),
+            settings.memory,
+        ),
         audience_bases=audience_bases(settings.auth.public_base_url, settings.bind),
     )
     if settings.cors_origins:
@@ -293,6 +301,7 @@ def hook(service_id: str) -> Response:
                 req, svc, keys, issuer_servers
             ),
             observe=g.observed,
+            select_cards=_memory_selection(service.id),
         )
     except InvalidRequestError as exc:
         return operation_outcome(400, str(exc))
@@ -305,6 +314,35 @@ def hook(service_id: str) -> Response:
     return Response(response_json(answer), mimetype="application/json")
 
 
+def _memory_selection(
+    service_id: str,
+) -> Callable[[Advisor, HookRequest, OrderContext], list[dict[str, Any]]]:
+    """Card memory for this call: repeats and snoozes of this tenant's patient."""
+    state = runtime()
+    observed = g.observed
+
+    def select(advisor: Advisor, hook: HookRequest, orders: OrderContext) -> list[dict[str, Any]]:
+        return state.memory.select(
+            advisor,
+            tenant=tenant_of(hook),
+            patient_id=hook.patient_id,
+            drafts=[order.id or "" for order in orders.tpi_orders],
+            order_hook=orders.is_order_hook,
+            service_id=service_id,
+            observe=observed,
+        )
+
+    return select
+
+
+def tenant_of(hook: HookRequest) -> str:
+    """Whose patient ids these are: the signing issuer, else the EHR's FHIR server."""
+    issuer = g.get("issuer")
+    if issuer is not None:
+        return f"iss:{issuer.iss}"
+    return f"fhir:{(hook.fhir_server or '').rstrip('/')}"
+
+
 @cds_hooks.post("/cds-services/<service_id>/feedback")
 def feedback(service_id: str) -> Response:
     if service_id not in SERVICES_BY_ID:
@@ -314,8 +352,11 @@ def feedback(service_id: str) -> Response:
         g.observed["feedbackEntries"] = len(entries)
     except (InvalidRequestError, InvalidFeedbackError) as exc:
         return operation_outcome(400, str(exc))
+    state = runtime()
+    known = state.memory.known_cards([entry.card_uuid for entry in entries])
+    entries = [_with_card(entry, known.get(entry.card_uuid)) for entry in entries]
     try:
-        runtime().store.add(entries)
+        state.store.add(entries)
     except StoreUnavailableError as exc:
         log.error("feedback store unavailable: %s", exc)
         response = operation_outcome(
@@ -323,7 +364,17 @@ def feedback(service_id: str) -> Response:
         )
         response.headers["Retry-After"] = "5"
         return response
+    snoozed = state.memory.snooze_from_feedback(entries, known)
+    if snoozed:
+        g.observed["snoozes"] = snoozed
     return Response(json.dumps({"stored": len(entries)}), mimetype="application/json")
+
+
+def _with_card(entry: FeedbackEntry, card: SentCard | None) -> FeedbackEntry:
+    """Feedback on a remembered card also keeps its rule ids (governance counts per rule)."""
+    if card is None:
+        return entry
+    return replace(entry, card_rules=list(card.rules), card_indicator=card.indicator)
 
 
 @health.get("/healthz")

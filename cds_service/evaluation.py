@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from cards import Engine, OrderContext, parse_draft_orders, resources_in
+from cards.engine import Advisor
 from cards.orders import ORDER_HOOKS
 from cds_service.logs import safe_id
 from cds_service.services import OPTIONAL_KEYS, SERVICES_BY_HOOK, Service
@@ -119,11 +120,14 @@ def evaluate_request(
     service: Service | None = None,
     fetch_missing: Callable[[HookRequest, Service, list[str]], Mapping[str, Any]] | None = None,
     observe: dict[str, Any] | None = None,
+    select_cards: Callable[[Advisor, HookRequest, OrderContext], list[dict[str, Any]]]
+    | None = None,
 ) -> dict[str, Any]:
     """The response body for one hook call (``{"cards": [...]}``).
 
     ``observe``, when given, is filled with what a log line may say about the call:
-    counts and topics, never content.
+    counts and topics, never content. ``select_cards``, when given, decides which of the
+    engine's cards are sent (the web service's card memory); the offline command sends all.
     """
     seen: dict[str, Any] = {} if observe is None else observe
     request = parse_request(body, service)
@@ -160,7 +164,11 @@ def evaluate_request(
     )
     if orders.is_order_hook:
         orders.drafts = parse_draft_orders(request.context)
-    cards = engine.advise(record, orders, today)
+    advisor = engine.advisor(record, orders, today)
+    if select_cards is None:
+        cards = [advised.card for advised in advisor.cards()]
+    else:
+        cards = select_cards(advisor, request, orders)
     seen["cards"] = len(cards)
     seen["topics"] = [card["source"]["topic"]["code"] for card in cards]
     return {"cards": cards}

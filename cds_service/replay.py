@@ -35,8 +35,15 @@ class Budget:
     missing it for a while: a database that hangs costs a hook call at most the budget,
     then nothing at all until the pause is over. The degradation is logged once."""
 
-    def __init__(self, seconds: float = 0.25, pause: float = 10.0, threads: int = 4) -> None:
+    def __init__(
+        self,
+        seconds: float = 0.25,
+        pause: float = 10.0,
+        threads: int = 4,
+        fallback: str = "using this process's memory",
+    ) -> None:
         self.seconds = seconds
+        self.fallback = fallback
         self.pause = pause
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="store-call")
         self._paused_until = 0.0
@@ -53,8 +60,9 @@ class Budget:
             with self._lock:
                 if time.monotonic() >= self._paused_until:
                     log.error(
-                        "store call took over %.2f s: using this process's memory for %.0f s",
+                        "store call took over %.2f s: %s for %.0f s",
                         self.seconds,
+                        self.fallback,
                         self.pause,
                     )
                 self._paused_until = time.monotonic() + self.pause

@@ -147,6 +147,62 @@ def _cgroup_cpu_quota(root: Path) -> float | None:
 
 
 @dataclass(frozen=True)
+class MemorySettings:
+    """Card memory: on by default; the repeat window; the secret keying its hashes."""
+
+    enabled: bool = True
+    repeat_hours: float = 24.0
+    secret: str | None = None
+    budget_seconds: float = 0.2
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], values: Mapping[str, Any]) -> MemorySettings:
+        hours = _number(environ, values, "memory_repeat_hours", cls.repeat_hours)
+        if hours < 0:
+            raise SettingsError(f"{PREFIX}MEMORY_REPEAT_HOURS must be 0 or more, got {hours}")
+        return cls(
+            enabled=_flag(environ, values, "memory", True),
+            repeat_hours=float(hours),
+            secret=checked_secret(
+                environ.get(f"{PREFIX}MEMORY_SECRET", values.get("memory_secret")) or None
+            ),
+        )
+
+
+MIN_SECRET_BYTES = 16
+
+
+def _is_hex(text: str | None) -> bool:
+    if not text or len(text) % 2:
+        return False
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return True
+
+
+def secret_bytes(text: str | None) -> bytes | None:
+    """A configured secret: hex digits as the bytes they spell, other text as UTF-8."""
+    if not text:
+        return None
+    return bytes.fromhex(text) if _is_hex(text) else text.encode()
+
+
+def checked_secret(text: str | None) -> str | None:
+    """A configured secret must carry at least 16 bytes (32 hex digits or 16 characters)."""
+    if text is None:
+        return None
+    size = len(text) // 2 if _is_hex(text) else len(text.encode())
+    if size < MIN_SECRET_BYTES:
+        raise SettingsError(
+            f"TPI_CDS_MEMORY_SECRET must hold at least {MIN_SECRET_BYTES} bytes "
+            "(for example: python -c 'import secrets; print(secrets.token_hex(32))')"
+        )
+    return text
+
+
+@dataclass(frozen=True)
 class ServiceSettings:
     """Everything the web service reads from its environment, checked once at start."""
 
@@ -167,6 +223,7 @@ class ServiceSettings:
     fetch_max_resources: int = 20_000
     auth: AuthSettings = field(default_factory=AuthSettings)
     redis_url: str | None = None
+    memory: MemorySettings = field(default_factory=MemorySettings)
 
     @property
     def store_url(self) -> str:
@@ -210,6 +267,7 @@ class ServiceSettings:
             ),
             auth=_auth_settings(environ, values.get("auth", {})),
             redis_url=environ.get(f"{PREFIX}REDIS_URL", service.get("redis_url")) or None,
+            memory=MemorySettings.from_env(environ, service),
             fetch_page_size=int(page)
             if (page := environ.get(f"{PREFIX}FETCH_PAGE_SIZE", service.get("fetch_page_size")))
             else None,

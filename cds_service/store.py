@@ -77,6 +77,41 @@ seen_tokens_table = Table(
 )
 
 
+# Card memory (section 3.5 of the rules): keyed hashes only, never a patient id in clear.
+memory_secret_table = Table(
+    "tpi_cds_memory_secret",
+    metadata,
+    Column("name", String(20), primary_key=True),
+    Column("secret", String(128), nullable=False),
+)
+
+sent_cards_table = Table(
+    "tpi_cds_sent_cards",
+    metadata,
+    Column("card_uuid", String(64), primary_key=True),
+    # HMAC of tenant, patient id, draft order ids, topic, rule ids and evidence fingerprint.
+    Column("repeat_key", String(64), nullable=False, index=True),
+    Column("service_id", String(100), nullable=False),
+    Column("topic", String(40), nullable=False),
+    Column("rules", String(200), nullable=False),
+    Column("indicator", String(20), nullable=False),
+    # Snooze group -> HMAC of tenant, patient id, topic and group (what a snooze would key).
+    Column("snooze_keys", JSON, nullable=True),
+    Column("sent_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False, index=True),
+)
+
+snoozes_table = Table(
+    "tpi_cds_snoozes",
+    metadata,
+    Column("snooze_key", String(64), primary_key=True),
+    Column("topic", String(40), nullable=False),
+    Column("rule", String(20), nullable=False),
+    Column("reason", String(20), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False, index=True),
+)
+
 CONNECT_TIMEOUT_SECONDS = 2
 STATEMENT_TIMEOUT_MS = 3000
 
@@ -168,9 +203,9 @@ class FeedbackStore:
         store.schema_ready = True
         return store
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, durable: bool = True) -> None:
         self.url = url
-        self.engine = _make_engine(url)
+        self.engine = _make_engine(url, durable)
         self.schema_ready = False
 
     def create_schema(self) -> None:
@@ -323,7 +358,7 @@ def normalized_url(url: str) -> str:
     return url
 
 
-def _make_engine(url: str) -> Engine:
+def _make_engine(url: str, durable: bool = True) -> Engine:
     """The engine for a store URL; a URL that cannot work is a StoreConfigurationError
     naming the cause in one line (never the password)."""
     url = normalized_url(url)
@@ -356,7 +391,9 @@ def _make_engine(url: str) -> Engine:
         def _sqlite_durability(connection: Any, _record: Any) -> None:
             cursor = connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")
+            # Feedback is acknowledged only once on disk; card memory (durable=False) may
+            # lose its last moments to a power cut, and saves an fsync per hook call.
+            cursor.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
 
