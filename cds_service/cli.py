@@ -84,6 +84,22 @@ def _main(argv: list[str] | None) -> int:
         choices=["export", "stats"],
         help="export: JSON lines of every entry; stats: per service and topic",
     )
+    memory = commands.add_parser(
+        "memory",
+        help="card memory: what is remembered, or a reset",
+        description="Card memory: cards sent (no repeat within an ordering session) and "
+        "snoozes. It holds keyed hashes, rule ids and times, never a patient id.",
+    )
+    memory_actions = memory.add_subparsers(dest="action", required=True)
+    memory_actions.add_parser(
+        "stats", help="entries, snoozes by topic and the oldest entry, as JSON"
+    )
+    forget = memory_actions.add_parser(
+        "forget", help="forget every remembered card and snooze (a reset)"
+    )
+    forget.add_argument(
+        "--all", action="store_true", required=True, help="required: everything is forgotten"
+    )
     evaluate = commands.add_parser(
         "evaluate",
         help="answer a saved CDS Hooks request as the service would",
@@ -124,6 +140,8 @@ def _main(argv: list[str] | None) -> int:
         return _serve()
     if args.command == "feedback":
         return _feedback(args.action)
+    if args.command == "memory":
+        return _memory(args.action)
     if args.command == "discovery":
         print(json.dumps(discovery_document(load_terminology(settings.valueset_dir)), indent=1))
         return 0
@@ -170,6 +188,45 @@ def _feedback(action: str) -> int:
         return _fail(f"configuration: {exc}", EXIT_CONFIGURATION)
     except StoreUnavailableError as exc:
         return _fail(str(exc), EXIT_CONFIGURATION)
+    return 0
+
+
+def _memory(action: str) -> int:
+    """Memory where the service keeps it: Redis when TPI_CDS_REDIS_URL is set, else the
+    SQL store (which must already exist: nothing is created by reading it)."""
+    import time
+
+    from cds_service.memory import RedisMemory, SqlMemory
+    from cds_service.settings import ServiceSettings
+    from cds_service.store import (
+        FeedbackStore,
+        StoreConfigurationError,
+        StoreUnavailableError,
+        store_label,
+    )
+
+    try:
+        settings = ServiceSettings.from_env(os.environ)
+        if settings.redis_url:
+            print(
+                f"tpi-cds: card memory in Redis {store_label(settings.redis_url)}", file=sys.stderr
+            )
+            backend: RedisMemory | SqlMemory = RedisMemory(settings.redis_url)
+        else:
+            url = settings.store_url
+            print(f"tpi-cds: card memory in {store_label(url)}", file=sys.stderr)
+            backend = SqlMemory(FeedbackStore.open_existing(url))
+        if action == "stats":
+            print(json.dumps(backend.stats(time.time()), indent=1))
+        else:
+            removed = backend.forget_all()
+            print(json.dumps({"forgotten": removed}))
+    except (SettingsError, StoreConfigurationError) as exc:
+        return _fail(f"configuration: {exc}", EXIT_CONFIGURATION)
+    except StoreUnavailableError as exc:
+        return _fail(str(exc), EXIT_CONFIGURATION)
+    except Exception as exc:  # the store answered with an error: say which, not a traceback
+        return _fail(f"card memory cannot be read: {type(exc).__name__}", EXIT_CONFIGURATION)
     return 0
 
 

@@ -645,10 +645,3 @@ def _epoch(timestamp: str) -> float:
 
 def backend_for(store: FeedbackStore, redis_url: str | None) -> SqlMemory | RedisMemory:
     return RedisMemory(redis_url) if redis_url else SqlMemory(store)
-
-
-def stats_or_raise(backend: MemoryBackend) -> dict[str, Any]:
-    try:
-        return backend.stats(time.time())
-    except (SQLAlchemyError, StoreUnavailableError) as exc:
-        raise StoreUnavailableError(f"card memory cannot be read: {type(exc).__name__}") from exc

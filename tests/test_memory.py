@@ -365,6 +365,52 @@ def test_nothing_about_the_patient_is_stored_or_logged_in_clear(tmp_path, caplog
     assert database.read_bytes().find(patient_id.encode()) == -1
 
 
+def test_operators_see_and_reset_memory_from_the_command_line(tmp_path, monkeypatch, capsys):
+    import json
+
+    from cds_service.cli import main
+
+    clock = Clock()
+    clock.now = datetime.now(UTC)  # the command counts what is live now, by the real clock
+    client = memory_client(tmp_path, clock)
+    selected = load_vignette("referral-r1-two-failed-neck-tpis")
+    response = client.post(SELECT, json=selected).get_json()
+    snooze(client, SELECT, card(response, "specialist-referral")["uuid"], when=clock.now)
+    monkeypatch.setenv("TPI_CDS_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("TPI_CDS_DATABASE_URL", raising=False)
+    assert main(["memory", "stats"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["cards"] == 3  # eligibility, PT and referral cards sent
+    assert stats["snoozesByTopic"] == {"specialist-referral": 1}
+    assert stats["entries"] == 4
+    assert stats["oldestEntry"][:10] == clock.now.date().isoformat()
+    assert main(["memory", "forget", "--all"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"forgotten": 4}
+    assert main(["memory", "stats"]) == 0
+    assert json.loads(capsys.readouterr().out)["entries"] == 0
+    # Forgotten: the order-sign shows every card again, the referral too.
+    assert "specialist-referral" in topics(client.post(SIGN, json=as_sign(selected)))
+
+
+def test_forget_needs_all_spelled_out(tmp_path, monkeypatch, capsys):
+    from cds_service.cli import main
+
+    monkeypatch.setenv("TPI_CDS_DATA_DIR", str(tmp_path))
+    with pytest.raises(SystemExit) as exited:
+        main(["memory", "forget"])
+    assert exited.value.code == 2
+    assert "--all" in capsys.readouterr().err
+
+
+def test_memory_stats_without_a_store_says_where_it_looked(tmp_path, monkeypatch, capsys):
+    from cds_service.cli import main
+
+    monkeypatch.setenv("TPI_CDS_DATA_DIR", str(tmp_path / "nowhere"))
+    monkeypatch.delenv("TPI_CDS_DATABASE_URL", raising=False)
+    assert main(["memory", "stats"]) == 2
+    assert "no feedback store at" in capsys.readouterr().err
+
+
 def patient_names(request: dict[str, Any]) -> list[str]:
     patient = request["prefetch"]["patient"]
     names = patient.get("name", []) if patient.get("resourceType") == "Patient" else []
