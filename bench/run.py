@@ -92,9 +92,10 @@ def ensure_wrk() -> str:
     return shutil.which("wrk") or sys.exit("bench: wrk could not be installed")
 
 
-def start(kind: str, workdir: Path, workers: int) -> Server:
+def start(kind: str, workdir: Path, workers: int, **extra: str) -> Server:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TPI_CDS_")}
+    env.update(extra)
     env.update(
         TPI_CDS_BIND=f"127.0.0.1:{port}",
         TPI_CDS_WORKERS=str(workers),
@@ -105,7 +106,7 @@ def start(kind: str, workdir: Path, workers: int) -> Server:
     log = (workdir / f"{kind}.log").open("wb")
     started = time.monotonic()
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.serve", kind],
+        [sys.executable, "-m", "bench.serve", "ceiling" if kind == "ceiling" else "service"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -123,18 +124,61 @@ def start(kind: str, workdir: Path, workers: int) -> Server:
     sys.exit(f"bench: the {kind} server did not become ready; see {workdir / kind}.log")
 
 
-def lua_script(workdir: Path, name: str, body: bytes) -> Path:
+DRAFT_MARK = "__DRAFT__"
+
+
+def lua_script(workdir: Path, name: str, body: bytes, paths: tuple[str, ...] = ()) -> Path:
+    """A wrk script that posts ``body`` with a new TPI draft order id on every request
+    (card memory would otherwise leave out every card after the first), or, with two
+    ``paths``, alternates them with the same id: order-select, then order-sign of the same
+    draft order, then the next ordering session."""
     body_path = workdir / f"{name}.json"
     body_path.write_bytes(body)
     script = workdir / f"{name}.lua"
-    script.write_text(
-        'wrk.method = "POST"\n'
-        'wrk.headers["Content-Type"] = "application/json"\n'
-        f'local f = io.open("{body_path}", "rb")\n'
-        'wrk.body = f:read("*a")\n'
-        "f:close()\n",
-        encoding="utf-8",
-    )
+    lines = [
+        'wrk.method = "POST"',
+        'wrk.headers["Content-Type"] = "application/json"',
+        f'local f = io.open("{body_path}", "rb")',
+        "local text = f:read('*a')",
+        "f:close()",
+        "local parts = {}",
+        "local start = 1",
+        "while true do",
+        f'  local i, j = string.find(text, "{DRAFT_MARK}", start, true)',
+        "  if not i then break end",
+        "  parts[#parts + 1] = string.sub(text, start, i - 1)",
+        "  start = j + 1",
+        "end",
+        "parts[#parts + 1] = string.sub(text, start)",
+        "local threads = 0",
+        "function setup(thread)",
+        "  threads = threads + 1",
+        "  thread:set('tid', threads)",
+        "end",
+        "local counter = 0",
+        "local nonce = tostring(os.time()) .. tostring(math.floor(os.clock() * 1e6))",
+        "function request()",
+        "  counter = counter + 1",
+    ]
+    if paths:
+        select_path, sign_path = paths
+        lines += [
+            "  local session = math.floor((counter + 1) / 2)",
+            "  local id = 'd' .. nonce .. '-' .. tostring(tid) .. '-' .. session",
+            "  local body = table.concat(parts, id)",
+            "  if counter % 2 == 1 then",
+            f'    return wrk.format("POST", "{select_path}", nil, body)',
+            "  end",
+            '  body = string.gsub(body, \'"hook":"order%-select"\', \'"hook":"order-sign"\', 1)',
+            f'  return wrk.format("POST", "{sign_path}", nil, body)',
+        ]
+    else:
+        lines += [
+            "  local id = 'd' .. nonce .. '-' .. tostring(tid) .. '-' .. counter",
+            "  return wrk.format(nil, nil, nil, table.concat(parts, id))",
+        ]
+    lines.append("end")
+    script.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return script
 
 
@@ -174,18 +218,18 @@ def wrk(binary: str, url: str, script: Path, connections: int, seconds: int) -> 
     return WrkResult(rps, latency("50"), latency("90"), latency("99"), total, failed)
 
 
-def check_cards(url: str, service: str, body: bytes, name: str) -> None:
+def check_cards(url: str, service: str, body: bytes, name: str, expected: list[str]) -> None:
     """The bench measures real work: each workload must get exactly its expected cards."""
     response = requests.post(
         f"{url}/cds-services/{service}",
-        data=body,
+        data=body.replace(DRAFT_MARK.encode(), f"check-{name}".encode()),
         headers={"Content-Type": "application/json"},
         timeout=30,
     )
     response.raise_for_status()
     topics = [card["source"]["topic"]["code"] for card in response.json()["cards"]]
-    if topics != EXPECTED_TOPICS[name]:
-        sys.exit(f"bench: workload {name} answered {topics}, expected {EXPECTED_TOPICS[name]}")
+    if topics != expected:
+        sys.exit(f"bench: workload {name} answered {topics}, expected {expected}")
 
 
 def machine() -> str:
@@ -220,8 +264,14 @@ def main() -> None:
         file=sys.stderr,
     )
     loads = workloads()
-    bodies = {name: orjson.dumps(body) for name, (_, body) in loads.items()}
+    bodies = {name: orjson.dumps(with_draft_mark(body)) for name, (_, body) in loads.items()}
     scripts = {name: lua_script(workdir, name, body) for name, body in bodies.items()}
+    session_script = lua_script(
+        workdir,
+        "E",
+        bodies["B"],
+        ("/cds-services/tpi-order-select", "/cds-services/tpi-order-sign"),
+    )
 
     results: dict[str, dict[str, WrkResult]] = {}
     rss: dict[str, float] = {}
@@ -229,7 +279,7 @@ def main() -> None:
     ready = service.ready_seconds
     try:
         for name, (service_id, _) in loads.items():
-            check_cards(service.url, service_id, bodies[name], name)
+            check_cards(service.url, service_id, bodies[name], name, EXPECTED_TOPICS[name])
             url = f"{service.url}/cds-services/{service_id}"
             wrk(binary, url, scripts[name], 8, 2)  # warm-up
             results[name] = {
@@ -238,6 +288,8 @@ def main() -> None:
             }
             rss[name] = max(service.worker_rss_mb())
             print(f"bench: {name} done", file=sys.stderr)
+        results.update(memory_runs(binary, service, workdir, args, bodies["B"], scripts["B"]))
+        results["E"] = session_runs(binary, service, bodies["B"], session_script, args)
         soak = soak_run(binary, service, loads["B"][0], scripts["B"], args.soak_requests)
     finally:
         service.stop()
@@ -257,6 +309,65 @@ def main() -> None:
     print(table)
     RESULTS.write_text(table, encoding="utf-8")
     print(f"bench: written to {RESULTS.relative_to(ROOT)}", file=sys.stderr)
+
+
+def with_draft_mark(body: dict) -> dict:
+    """The request with its TPI draft order's id replaced by a mark the wrk script fills."""
+    drafts = body["context"].get("draftOrders")
+    if not drafts:
+        return body
+    marked = orjson.loads(orjson.dumps(body))
+    for entry in marked["context"]["draftOrders"]["entry"]:
+        entry["resource"]["id"] = DRAFT_MARK
+    marked["context"]["selections"] = [f"ServiceRequest/{DRAFT_MARK}"]
+    return marked
+
+
+def memory_runs(
+    binary: str, service: Server, workdir: Path, args: argparse.Namespace, body: bytes, script: Path
+) -> dict[str, dict[str, WrkResult]]:
+    """Workload B with card memory on (the service) and off (a second service), alternated
+    twice at one connection so both see the same moments of a noisy machine."""
+    plain = start("no-memory", workdir, args.workers, TPI_CDS_MEMORY="false")
+    runs: dict[str, list[WrkResult]] = {"B-memory": [], "B-no-memory": []}
+    eight: dict[str, WrkResult] = {}
+    try:
+        check_cards(plain.url, "tpi-order-select", body, "B", EXPECTED_TOPICS["B"])
+        targets = {"B-memory": service.url, "B-no-memory": plain.url}
+        for label, base in targets.items():
+            url = f"{base}/cds-services/tpi-order-select"
+            wrk(binary, url, script, 8, 2)
+            eight[label] = wrk(binary, url, script, 8, args.seconds)
+        for _ in range(2):
+            for label, base in targets.items():
+                url = f"{base}/cds-services/tpi-order-select"
+                runs[label].append(wrk(binary, url, script, 1, args.single_seconds))
+    finally:
+        plain.stop()
+    print("bench: card memory on/off done", file=sys.stderr)
+    return {
+        label: {"c8": eight[label], "c1": min(found, key=lambda r: r.p50)}
+        for label, found in runs.items()
+    }
+
+
+def session_runs(
+    binary: str, service: Server, body: bytes, script: Path, args: argparse.Namespace
+) -> dict[str, WrkResult]:
+    """Ordering sessions: order-select then order-sign of the same TPI order; the sign
+    call must carry only the safety card."""
+    marked = body.replace(DRAFT_MARK.encode(), b"check-session")
+    check_cards(service.url, "tpi-order-select", marked, "E select", EXPECTED_TOPICS["B"])
+    signed = marked.replace(b'"hook":"order-select"', b'"hook":"order-sign"', 1)
+    check_cards(service.url, "tpi-order-sign", signed, "E sign", ["tpi-safety"])
+    url = f"{service.url}/cds-services/tpi-order-select"
+    wrk(binary, url, script, 8, 2)
+    result = {
+        "c8": wrk(binary, url, script, 8, args.seconds),
+        "c1": wrk(binary, url, script, 1, args.single_seconds),
+    }
+    print("bench: ordering sessions done", file=sys.stderr)
+    return result
 
 
 def soak_run(
@@ -320,6 +431,28 @@ def report(
         lines.append(
             f"| {name} | {ceiling['c8'].rps:.0f} | {ceiling['c8'].p50:.1f} | {ceiling['c1'].p50:.1f} |"
         )
+    on, off = results["B-memory"], results["B-no-memory"]
+    cost = on["c1"].p50 - off["c1"].p50
+    session = results["E"]
+    lines += [
+        "",
+        "Card memory (workload B, a new TPI order each request so every card is looked up and "
+        "remembered; memory on is the service above, memory off a second service with "
+        "`TPI_CDS_MEMORY=false`; at one connection the better of two alternated runs each):",
+        "",
+        "| B | req/s (c8) | p50 ms (c8) | p50 ms (c1) | p99 ms (c1) |",
+        "|---|---|---|---|---|",
+        f"| memory on (SQLite) | {on['c8'].rps:.0f} | {on['c8'].p50:.1f} | {on['c1'].p50:.2f} | "
+        f"{on['c1'].p99:.1f} |",
+        f"| memory off | {off['c8'].rps:.0f} | {off['c8'].p50:.1f} | {off['c1'].p50:.2f} | "
+        f"{off['c1'].p99:.1f} |",
+        "",
+        f"- Memory's cost at p50, one connection: {cost:+.2f} ms "
+        f"(target ≤ 1 ms: {'met' if cost <= 1.0 else 'MISSED'})",
+        f"- E ordering sessions (order-select then order-sign of the same TPI order; the sign "
+        f"answers the safety card only): {session['c8'].rps:.0f} req/s at 8 connections, p50 "
+        f"{session['c8'].p50:.1f} ms; p50 {session['c1'].p50:.1f} ms at 1 connection",
+    ]
     b1, c1 = results["B"]["c1"], results["C"]["c1"]
     errors = sum(r.errors for runs in results.values() for r in runs.values())
     lines += [
