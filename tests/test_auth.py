@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -48,9 +49,17 @@ def call(client, token: str | None, path: str = DISCOVERY):
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
     if path == DISCOVERY:
         return client.get(path, headers=headers)
-    return client.post(
-        path, json=load_vignette("referral-r1-two-failed-neck-tpis"), headers=headers
-    )
+    return client.post(path, json=new_order(), headers=headers)
+
+
+def new_order() -> dict:
+    """The vignette as a new TPI order each time: card memory leaves out cards already
+    shown for the same order, and these tests are about who may call, not about repeats."""
+    request = load_vignette("referral-r1-two-failed-neck-tpis")
+    draft_id = f"tpi-{uuid.uuid4().hex[:12]}"
+    request["context"]["draftOrders"]["entry"][0]["resource"]["id"] = draft_id
+    request["context"]["selections"] = [f"ServiceRequest/{draft_id}"]
+    return request
 
 
 def assert_refused(response) -> None:

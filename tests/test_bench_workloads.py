@@ -30,8 +30,13 @@ def test_the_workloads_are_the_sizes_the_benchmark_claims():
 @pytest.mark.parametrize("name", ["A", "B", "C", "D"])
 def test_each_workload_gets_its_cards_every_time(client, name):
     service, body = workloads()[name]
-    data = orjson.dumps(body)
-    for _ in range(3):
+    for attempt in range(3):
+        # The benchmark sends a new TPI order each time (card memory would leave out cards
+        # already shown for the same order): so does this test.
+        if "draftOrders" in body["context"]:
+            body["context"]["draftOrders"]["entry"][0]["resource"]["id"] = f"order-{name}-{attempt}"
+            body["context"]["selections"] = [f"ServiceRequest/order-{name}-{attempt}"]
+        data = orjson.dumps(body)
         response = client.post(
             f"/cds-services/{service}", data=data, content_type="application/json"
         )
