@@ -443,3 +443,47 @@ def test_a_recent_synthea_pregnancy_without_a_steroid_gets_no_s6():
     make_current(pregnancy)
     safety = safety_card(evaluate(order_select_for(bundle)))
     assert safety is None or "S6" not in rules(safety), name
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+def test_an_ordering_session_shows_each_card_once(tmp_path):
+    """An EHR calls order-select, then order-sign for the same TPI order. Without card
+    memory every card was read twice; with it the sign call carries only safety cards.
+    Run with -s for the figures: cards and interruptive cards per ordering session."""
+    from test_memory import as_sign
+
+    from cds_service.auth import AuthSettings
+    from conftest import service_client
+
+    client = service_client(tmp_path, auth=AuthSettings(enabled=False))
+    sessions = 0
+    shown = {"without memory": Counter(), "with memory": Counter()}
+    for name, request in vignette_orders():
+        if request["hook"] != "order-select":
+            continue
+        selected = client.post("/cds-services/tpi-order-select", json=request).get_json()
+        signed = client.post("/cds-services/tpi-order-sign", json=as_sign(request)).get_json()
+        engine_sign = evaluate(as_sign(request))
+        assert [c["source"]["topic"]["code"] for c in signed["cards"]] == [
+            c["source"]["topic"]["code"]
+            for c in engine_sign["cards"]
+            if c["source"]["topic"]["code"] == "tpi-safety"
+        ], name
+        sessions += 1
+        for label, calls in (
+            ("without memory", (selected["cards"], engine_sign["cards"])),
+            ("with memory", (selected["cards"], signed["cards"])),
+        ):
+            for cards in calls:
+                shown[label]["cards"] += len(cards)
+                shown[label]["interruptive"] += sum(c["indicator"] in INTERRUPTIVE for c in cards)
+    assert sessions >= 50
+    for label, counts in shown.items():
+        print(
+            f"ordering sessions (order-select + order-sign), {label}: {sessions} sessions, "
+            f"{counts['cards'] / sessions:.2f} cards and "
+            f"{counts['interruptive'] / sessions:.2f} interruptive cards per session"
+        )
+    assert shown["with memory"]["cards"] < 0.7 * shown["without memory"]["cards"]
