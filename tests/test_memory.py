@@ -468,3 +468,26 @@ def pain_score(when: datetime, value: int) -> dict[str, Any]:
 @pytest.fixture(autouse=True)
 def _no_sandbox_env(monkeypatch):
     monkeypatch.delenv("TPI_CDS_REDIS_URL", raising=False)
+
+
+def test_a_short_memory_secret_is_refused_at_start():
+    from cds_service.settings import ServiceSettings, SettingsError
+
+    with pytest.raises(SettingsError, match="at least 16 bytes"):
+        ServiceSettings.from_env({"TPI_CDS_MEMORY_SECRET": "hunter2"})
+
+
+def test_a_configured_secret_is_used_and_none_is_stored(tmp_path):
+    from cds_service.settings import MemorySettings
+
+    secret = "9f" * 32
+    client = memory_client(tmp_path, memory=MemorySettings(secret=secret))
+    selected = load_vignette(EVERYTHING)
+    client.post(SELECT, json=selected)
+    assert topics(client.post(SIGN, json=as_sign(selected))) == ["tpi-safety"]
+    with sqlite3.connect(tmp_path / "tpi-cds.sqlite3") as connection:
+        stored = connection.execute("SELECT count(*) FROM tpi_cds_memory_secret").fetchone()
+    assert stored == (0,)
+    # Another deployment with another secret shares nothing with this one.
+    other = memory_client(tmp_path, memory=MemorySettings(secret="a1" * 32))
+    assert topics(other.post(SIGN, json=as_sign(selected))) == ALL_TOPICS
