@@ -33,7 +33,8 @@ from cds_service.evaluation import (
 from cds_service.feedback import InvalidFeedbackError, parse_feedback
 from cds_service.fetching import FetchLimits, FhirFetcher
 from cds_service.logs import configure_logging
-from cds_service.memory import CardMemory, SentCard, backend_for
+from cds_service.memory import CardMemory, SentCard, backend_for, snooze_days
+from cds_service.metrics import Metrics, ScrapeAllowList
 from cds_service.replay import Budget, RedisReplayGuard, ReplayGuard, SqlReplayGuard
 from cds_service.services import SERVICES_BY_ID, discovery_document
 from cds_service.settings import ServiceSettings, load_terminology
@@ -44,6 +45,7 @@ requests_log = logging.getLogger("cds_service.requests")
 JSON_TYPES = ("application/json", "application/fhir+json")
 ISSUE_CODES = {
     400: "invalid",
+    403: "forbidden",
     404: "not-found",
     405: "not-supported",
     412: "incomplete",
@@ -65,6 +67,8 @@ class Runtime:
     authenticator: Authenticator | None
     readiness: Budget
     memory: CardMemory
+    metrics: Metrics | None
+    scrape_allow: ScrapeAllowList
     audience_bases: tuple[str, ...] = ()
 
 
@@ -119,8 +123,11 @@ def create_app(
             backend_for(FeedbackStore(settings.store_url, durable=False), settings.redis_url),
             settings.memory,
         ),
+        metrics=Metrics() if settings.metrics_enabled else None,
+        scrape_allow=ScrapeAllowList(settings.metrics_allow),
         audience_bases=audience_bases(settings.auth.public_base_url, settings.bind),
     )
+    _watch(app.extensions["tpi_cds"])
     if settings.cors_origins:
         CORS(
             app,
@@ -141,6 +148,15 @@ def create_app(
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     return app
+
+
+def _watch(state: Runtime) -> None:
+    """The parts that see fetches and store calls report them to the metrics."""
+    metrics = state.metrics
+    if metrics is None:
+        return
+    state.fetcher.on_outcome = metrics.fetch
+    state.memory.on_store = lambda ok: metrics.store("memory", ok)
 
 
 def _only_for_browsers(app: Flask) -> None:
@@ -188,7 +204,25 @@ def _log_request(response: Response) -> Response:
         fields["service"] = service_id
     fields.update(getattr(context, "observed", {}))
     requests_log.info(fields)
+    metrics = runtime().metrics
+    if metrics is not None:
+        metrics.request(
+            ENDPOINTS.get(fields["route"], "other"),
+            fields.get("service", ""),
+            response.status_code,
+            time.perf_counter() - started,
+        )
     return response
+
+
+ENDPOINTS = {
+    "/cds-services": "discovery",
+    "/cds-services/<service_id>": "hook",
+    "/cds-services/<service_id>/feedback": "feedback",
+    "/healthz": "health",
+    "/readyz": "health",
+    "/metrics": "metrics",
+}
 
 
 def replay_guard(settings: ServiceSettings, store: FeedbackStore) -> ReplayGuard:
@@ -306,12 +340,27 @@ def hook(service_id: str) -> Response:
     except InvalidRequestError as exc:
         return operation_outcome(400, str(exc))
     except MissingPrefetchError as exc:
+        _count_withheld(service.id)
         return operation_outcome(
             412,
             f"prefetch lacks {', '.join(exc.keys)} and it could not be fetched from fhirServer",
             expression=exc.keys,
         )
+    metrics = state.metrics
+    if metrics is not None:
+        metrics.cards_sent(service.id, answer["cards"])
+        _count_withheld(service.id)
     return Response(response_json(answer), mimetype="application/json")
+
+
+def _count_withheld(service_id: str) -> None:
+    metrics = runtime().metrics
+    if metrics is None:
+        return
+    for field_name, reason in (("repeatedTopics", "repeat"), ("snoozedTopics", "snooze")):
+        topics = g.observed.get(field_name)
+        if topics:
+            metrics.cards_withheld(service_id, reason, topics)
 
 
 def _memory_selection(
@@ -358,6 +407,8 @@ def feedback(service_id: str) -> Response:
     try:
         state.store.add(entries)
     except StoreUnavailableError as exc:
+        if state.metrics is not None:
+            state.metrics.store("feedback", False)
         log.error("feedback store unavailable: %s", exc)
         response = operation_outcome(
             503, "feedback could not be stored now; nothing was kept, retry"
@@ -367,7 +418,23 @@ def feedback(service_id: str) -> Response:
     snoozed = state.memory.snooze_from_feedback(entries, known)
     if snoozed:
         g.observed["snoozes"] = snoozed
+    if state.metrics is not None:
+        _count_feedback(state.metrics, service_id, entries, known if snoozed else {})
     return Response(json.dumps({"stored": len(entries)}), mimetype="application/json")
+
+
+def _count_feedback(
+    metrics: Metrics, service_id: str, entries: list[FeedbackEntry], snoozed: dict[str, SentCard]
+) -> None:
+    metrics.store("feedback", True)
+    for entry in entries:
+        reason = (entry.override_reason or {}).get("reason") or {}
+        metrics.feedback_entry(
+            service_id, entry.card_topic, entry.outcome, str(reason.get("code") or "none")
+        )
+        card = snoozed.get(entry.card_uuid)
+        if card is not None and snooze_days(entry) is not None:
+            metrics.snooze_started(card.topic)
 
 
 def _with_card(entry: FeedbackEntry, card: SentCard | None) -> FeedbackEntry:
@@ -382,6 +449,20 @@ def healthz() -> Response:
     return Response('{"status":"ok"}', mimetype="application/json")
 
 
+@health.get("/metrics")
+def metrics_page() -> Response:
+    """Prometheus exposition, no JWT (a scraper has none): only for allowed networks."""
+    state = runtime()
+    if state.metrics is None:
+        return operation_outcome(404, "metrics are turned off (TPI_CDS_METRICS=false)")
+    if not state.scrape_allow.allows(request.remote_addr):
+        return operation_outcome(
+            403, "metrics are not served to this address (see TPI_CDS_METRICS_ALLOW)"
+        )
+    body, content_type = state.metrics.exposition()
+    return Response(body, content_type=content_type)
+
+
 @health.get("/readyz")
 def readyz() -> Response:
     state = runtime()
@@ -389,6 +470,8 @@ def readyz() -> Response:
         store_ok = state.readiness.call(state.store.ping)
     except StoreUnavailableError:
         store_ok = False  # a store that hangs: answered at once, not after its timeouts
+    if state.metrics is not None:
+        state.metrics.store("feedback", store_ok)
     checks = {"valueSets": len(state.engine.terminology) > 0, "store": store_ok}
     if not all(checks.values()):
         failing = ", ".join(k for k, ok in checks.items() if not ok)

@@ -13,7 +13,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +67,8 @@ class FhirFetcher:
         self.pool = ThreadPoolExecutor(max_workers=FETCH_THREADS, thread_name_prefix="fhir-fetch")
         self._in_flight: Counter[str] = Counter()
         self._lock = threading.Lock()
+        # Told each key's outcome ("ok", "failed", "deadline"): the service's metrics.
+        self.on_outcome: Callable[[str, str], None] = lambda key, outcome: None
 
     def fetch(
         self,
@@ -98,7 +100,7 @@ class FhirFetcher:
             jobs[self.pool.submit(self._fetch_one, request.fhir_server, query, token, deadline)] = (
                 key
             )
-        done, _ = wait(jobs, timeout=max(0.0, deadline - time.monotonic()))
+        done, late = wait(jobs, timeout=max(0.0, deadline - time.monotonic()))
         found: dict[str, Any] = {}
         for future in done:
             key = jobs[future]
@@ -106,6 +108,11 @@ class FhirFetcher:
                 found[key] = future.result()
             except FetchError as exc:
                 log.info("prefetch key %s not fetched: %s", key, exc)
+                self.on_outcome(key, "failed")
+            else:
+                self.on_outcome(key, "ok")
+        for future in late:
+            self.on_outcome(jobs[future], "deadline")
         return found
 
     def _fetch_one(self, base: str, query: str, token: str | None, deadline: float) -> Any:

@@ -456,6 +456,8 @@ class CardMemory:
         self._secret = secret_bytes(settings.secret)
         # The time memory goes by (seconds since the epoch); tests set it to their own day.
         self.clock: Callable[[], float] = time.time
+        # Told whether each store call succeeded: the service's metrics.
+        self.on_store: Callable[[bool], None] = lambda ok: None
         self._healthy = True
         self._retry_after = 0.0
         self._lock = threading.Lock()
@@ -495,7 +497,9 @@ class CardMemory:
             return False, None
         except Exception as exc:  # any failure of the store degrades, never fails
             self._down(what, exc)
+            self.on_store(False)
             return False, None
+        self.on_store(True)
         if not self._healthy:
             with self._lock:
                 if not self._healthy:
@@ -573,7 +577,7 @@ class CardMemory:
             before = {a.topic: a.rules for a in advised}
             advised = advisor.cards(frozenset(active))
             after = {a.topic: a.rules for a in advised}
-            observe["cardsSnoozed"] = sum(1 for t, r in before.items() if after.get(t) != r)
+            observe["snoozedTopics"] = [t for t, r in before.items() if after.get(t) != r]
             chosen.clear()
 
             def decide_again(recall: Recall) -> list[SentCard]:
@@ -603,7 +607,7 @@ class CardMemory:
             return list(advised)
         kept = [a for a in advised if a.topic == "tpi-safety" or keys.repeat(a) not in seen]
         if len(kept) < len(advised):
-            observe["cardsRepeated"] = len(advised) - len(kept)
+            observe["repeatedTopics"] = [a.topic for a in advised if a not in kept]
         return kept
 
     # -- feedback -----------------------------------------------------------------------

@@ -47,6 +47,10 @@ class GunicornService(BaseApplication):
             "errorlog": "-",
             "loglevel": "info",
         }
+        if self.settings.metrics_enabled and self.app_factory is None:
+            from cds_service.metrics import worker_exited
+
+            self.cfg.set("child_exit", lambda _server, worker: worker_exited(worker.pid))
         if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 25.1
             options["control_socket_disable"] = True  # replicas on one host would share it
         for key, value in options.items():
@@ -58,6 +62,12 @@ class GunicornService(BaseApplication):
         if self.app_factory is not None:  # the benchmark's ceiling app: the same front
             app = self.app_factory()
         else:
+            if self.settings.metrics_enabled:
+                # Before the app (and prometheus_client) is imported: the workers' shared
+                # metrics folder, so /metrics adds up every worker's figures.
+                from cds_service.metrics import use_multiprocess_dir
+
+                use_multiprocess_dir(self.settings.metrics_dir)
             from cds_service.app import create_app
 
             app = create_app(self.settings)

@@ -224,6 +224,9 @@ class ServiceSettings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     redis_url: str | None = None
     memory: MemorySettings = field(default_factory=MemorySettings)
+    metrics_enabled: bool = True
+    metrics_allow: tuple[str, ...] = ("loopback", "private")
+    metrics_dir: str | None = None
 
     @property
     def store_url(self) -> str:
@@ -268,10 +271,30 @@ class ServiceSettings:
             auth=_auth_settings(environ, values.get("auth", {})),
             redis_url=environ.get(f"{PREFIX}REDIS_URL", service.get("redis_url")) or None,
             memory=MemorySettings.from_env(environ, service),
+            metrics_enabled=_flag(environ, service, "metrics", True),
+            metrics_allow=_scrape_allow(
+                environ.get(f"{PREFIX}METRICS_ALLOW", service.get("metrics_allow"))
+            ),
+            metrics_dir=environ.get(f"{PREFIX}METRICS_DIR", service.get("metrics_dir")) or None,
             fetch_page_size=int(page)
             if (page := environ.get(f"{PREFIX}FETCH_PAGE_SIZE", service.get("fetch_page_size")))
             else None,
         )
+
+
+def _scrape_allow(value: Any) -> tuple[str, ...]:
+    """Who may read /metrics, checked at start: networks, ``loopback``, ``private``, ``any``."""
+    from cds_service.metrics import ScrapeAllowList
+
+    entries = _string_list(value, ServiceSettings.metrics_allow)
+    try:
+        ScrapeAllowList(entries)
+    except ValueError as exc:
+        raise SettingsError(
+            f"{PREFIX}METRICS_ALLOW: {exc} (give networks such as 10.0.0.0/8, or the words "
+            "loopback, private, any)"
+        ) from None
+    return entries
 
 
 BIND = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+):(?P<port>\d{1,5})")
