@@ -103,7 +103,16 @@ def _main(argv: list[str] | None) -> int:
         choices=sorted(PROFILES),
         help="the site's default policy profile, used when the request's coverage does not decide",
     )
+    report = commands.add_parser(
+        "report",
+        help="write the governance report (card gallery, rule catalogue, feedback analytics)",
+        description="Write OUT_DIR/index.html: a static page for a CDS governance committee.",
+    )
+    report.add_argument("out_dir", help="the folder to write index.html into")
+    report.add_argument("--config", help="a TOML configuration file (TPI_CDS_CONFIG)")
     args = parser.parse_args(argv)
+    if args.command == "report":
+        return _report(Path(args.out_dir), args.config)
     if args.command == "serve":
         for flag, variable in (("bind", "BIND"), ("workers", "WORKERS"), ("config", "CONFIG")):
             if getattr(args, flag) is not None:
@@ -170,6 +179,27 @@ def _feedback(action: str) -> int:
         return _fail(f"configuration: {exc}", EXIT_CONFIGURATION)
     except StoreUnavailableError as exc:
         return _fail(str(exc), EXIT_CONFIGURATION)
+    return 0
+
+
+def _report(out_dir: Path, config: str | None) -> int:
+    from cds_service.report import GalleryError, ReportInput, write_report
+    from cds_service.settings import ServiceSettings
+
+    environ = dict(os.environ)
+    if config:
+        environ["TPI_CDS_CONFIG"] = config
+    try:
+        service = ServiceSettings.from_env(environ)
+        source = ReportInput(service.engine, service.store_url, environ.get("TPI_CDS_CONFIG"))
+        path = write_report(out_dir, source)
+    except (SettingsError, PolicyError, TerminologyError) as exc:
+        return _fail(f"configuration: {exc}", EXIT_CONFIGURATION)
+    except GalleryError as exc:
+        return _fail(f"report not written: {exc}", EXIT_CONFIGURATION)
+    except OSError as exc:
+        return _fail(f"report not written: {out_dir}: {exc.strerror}", EXIT_CONFIGURATION)
+    print(path)
     return 0
 
 
