@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -231,7 +232,7 @@ def _every_week(weeks: dict[date, Counts]) -> list[tuple[date, Counts]]:
 def weekly_chart(weeks: Iterable[tuple[date, Counts]]) -> str:
     """The weekly trend as inline SVG (matplotlib, rendered here: the page works offline)."""
     import matplotlib
-    from matplotlib.dates import DateFormatter
+    from matplotlib.dates import MO, DateFormatter, WeekdayLocator
     from matplotlib.figure import Figure
 
     weeks = list(weeks)
@@ -262,10 +263,16 @@ def weekly_chart(weeks: Iterable[tuple[date, Counts]]) -> str:
         axes.set_xlabel("Week starting (Monday)")
         axes.set_ylim(bottom=0)
         axes.grid(axis="y", color="#e5e5e5")
+        axes.set_axisbelow(True)
         axes.spines[["top", "right"]].set_visible(False)
-        axes.legend(loc="upper left", frameon=False, ncols=4)
+        axes.legend(loc="lower left", bbox_to_anchor=(0, 1.0), frameon=False, ncols=4)
+        axes.xaxis.set_major_locator(
+            WeekdayLocator(byweekday=MO, interval=max(1, math.ceil(len(days) / 14)))
+        )
         axes.xaxis.set_major_formatter(DateFormatter("%Y-%m-%d"))
-        figure.autofmt_xdate(rotation=30)
+        for label in axes.get_xticklabels():
+            label.set_rotation(30)
+            label.set_horizontalalignment("right")
         buffer = io.StringIO()
         figure.savefig(buffer, format="svg", metadata={"Date": None})
     text = buffer.getvalue()
