@@ -185,6 +185,7 @@ def _feedback(action: str) -> int:
 def _report(out_dir: Path, config: str | None) -> int:
     from cds_service.report import GalleryError, ReportInput, write_report
     from cds_service.settings import ServiceSettings
+    from cds_service.store import store_label
 
     environ = dict(os.environ)
     if config:
@@ -192,6 +193,9 @@ def _report(out_dir: Path, config: str | None) -> int:
     try:
         service = ServiceSettings.from_env(environ)
         source = ReportInput(service.engine, service.store_url, environ.get("TPI_CDS_CONFIG"))
+        print(
+            f"tpi-cds: reading the feedback store {store_label(source.store_url)}", file=sys.stderr
+        )
         path = write_report(out_dir, source)
     except (SettingsError, PolicyError, TerminologyError) as exc:
         return _fail(f"configuration: {exc}", EXIT_CONFIGURATION)

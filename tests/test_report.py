@@ -301,6 +301,10 @@ def test_without_a_store_the_page_still_has_gallery_and_catalogue(env, capsys):
     assert {r[0] for r in page.tables["catalogue"][1:]} == ALL_RULES
     assert row(page, "value-sets", "imaging-guidance")[2] == "2"
     assert row(page, "value-sets", "imaging-guidance")[5] == "packaged"
+    # E0's switch belongs to its example, not to the site.
+    assert "For this example only: <code>show_criteria_met = true</code>" in html
+    assert "show_criteria_met</code> = true (this example only; at this site false)" in html
+    assert "site override" not in html
     # Self-contained: no script, no stylesheet or image fetched from anywhere.
     assert "<script" not in html
     assert "<link" not in html

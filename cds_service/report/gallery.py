@@ -20,7 +20,7 @@ from typing import Any
 
 from cards import Engine, resources_in
 from cards.payer import PayerProfile, payer_profile
-from cards.policy import PROFILE_NAMES, PROFILES, PolicyProfile
+from cards.policy import PROFILES, PolicyProfile
 from cds_service.evaluation import evaluate_request, parse_request
 from cds_service.report.catalogue import RULES, RULES_BY_ID
 from cds_service.settings import EngineSettings
@@ -99,10 +99,16 @@ class Threshold:
     name: str
     value: Any
     packaged: Any
+    # The site's value when this example overrides it for itself (E0's switch), else None.
+    site: Any = None
 
     @property
     def overridden(self) -> bool:
         return self.value != self.packaged
+
+    @property
+    def example_only(self) -> bool:
+        return self.site is not None
 
 
 @dataclass(frozen=True)
@@ -142,7 +148,7 @@ def build_gallery(settings: EngineSettings) -> list[GalleryExample]:
             engine = dataclasses.replace(
                 settings, policy_overrides={**settings.policy_overrides, **example.overrides}
             ).build_engine()
-        gallery.append(run_example(example, engine))
+        gallery.append(run_example(example, engine, site_engine))
     fired = {rule for shown in gallery for card in shown.cards for rule in card.rules}
     unknown = sorted(fired - set(RULES_BY_ID))
     if unknown:
@@ -160,14 +166,17 @@ def build_gallery(settings: EngineSettings) -> list[GalleryExample]:
     return gallery
 
 
-def run_example(example: Example, engine: Engine) -> GalleryExample:
+def run_example(example: Example, engine: Engine, site_engine: Engine) -> GalleryExample:
+    """One example's cards, each with the thresholds its rules read as in force for it."""
     body = load_example(example.name)
     response = evaluate_request(body, today=EXAMPLES_TODAY, engine=engine)
     payer = _payer(body, engine)
+    site_policy = site_engine.policies[payer.policy.name]
     cards = []
     for card in response["cards"]:
         rules = tuple(card.get("extension", {}).get("tpi-rules", []))
-        cards.append(GalleryCard(card, rules, _thresholds(rules, payer.policy)))
+        thresholds = _thresholds(rules, payer.policy, site_policy, set(example.overrides))
+        cards.append(GalleryCard(card, rules, thresholds))
     return GalleryExample(
         example=example,
         hook=body["hook"],
@@ -186,13 +195,21 @@ def _payer(body: dict[str, Any], engine: Engine) -> PayerProfile:
     return payer_profile(record.coverages, engine.policies, engine.terminology, EXAMPLES_TODAY)
 
 
-def _thresholds(rules: tuple[str, ...], policy: PolicyProfile) -> tuple[Threshold, ...]:
+def _thresholds(
+    rules: tuple[str, ...], policy: PolicyProfile, site: PolicyProfile, example_only: set[str]
+) -> tuple[Threshold, ...]:
+    """The settings the rules read: in force, packaged, and the site's value when the
+    example overrides it for itself."""
     names = dict.fromkeys(
         name for rule in rules if rule in RULES_BY_ID for name in RULES_BY_ID[rule].thresholds
     )
     packaged = PROFILES[policy.name]
-    return tuple(Threshold(name, getattr(policy, name), getattr(packaged, name)) for name in names)
-
-
-def profile_display(name: str) -> str:
-    return PROFILE_NAMES.get(name, name)
+    return tuple(
+        Threshold(
+            name,
+            getattr(policy, name),
+            getattr(packaged, name),
+            getattr(site, name) if name in example_only else None,
+        )
+        for name in names
+    )
