@@ -20,7 +20,7 @@ from sqlalchemy import insert
 from cards.policy import PolicyProfile
 from cds_service.cli import main
 from cds_service.report import render_markdown
-from cds_service.report.catalogue import RULES, RULES_BY_ID
+from cds_service.report.catalogue import RULES, RULES_BY_ID, value_set_rows
 from cds_service.report.gallery import EXAMPLES, GalleryError, build_gallery, load_example
 from cds_service.settings import EngineSettings, load_terminology
 from cds_service.store import FeedbackEntry, FeedbackStore, card_counts_table
@@ -227,6 +227,11 @@ def test_catalogue_names_real_value_sets_and_profile_settings():
         assert set(rule.value_sets) <= set(terminology), rule.id
         assert set(rule.thresholds) <= settings, rule.id
         assert set(rule.indicators) <= {"info", "warning", "critical"}, rule.id
+    # Every packaged list is read by a rule, or picks the payer profile.
+    rows = {r.id: r for r in value_set_rows(terminology, None)}
+    assert set(rows) == set(terminology)
+    assert all(r.rules or r.also for r in rows.values())
+    assert rows["payer-medicare"].also == "the patient's payer profile"
     critical = {rule.id for rule in RULES if "critical" in rule.indicators}
     assert critical == {"S1", "S2"}  # clinical rules page, section 5
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cards.card import TOPICS
+from cards.payer import PAYER_VALUE_SETS
 from cards.terminology import BUILTIN_DIR, Terminology
 
 
@@ -279,6 +280,8 @@ class ValueSetRow:
     origin: str
     site_file: str | None
     rules: tuple[str, ...]
+    # Read outside the rules: the payer value sets pick the patient's policy profile.
+    also: str = ""
 
 
 SYSTEM_NAMES = {
@@ -320,6 +323,7 @@ def value_set_rows(terminology: Terminology, site_dir: str | None) -> list[Value
                 origin=origin,
                 site_file=site_file,
                 rules=tuple(used.get(vid, ())),
+                also="the patient's payer profile" if vid in PAYER_VALUE_SETS.values() else "",
             )
         )
     return rows
