@@ -467,3 +467,19 @@ def test_the_page_in_a_real_browser(env, capsys):
     assert "20" in snoozed
     assert (env / "report-top.png").stat().st_size > 20_000
     assert (env / "report-full.png").stat().st_size > (env / "report-top.png").stat().st_size
+
+
+def test_a_store_from_before_card_counts_still_reports_its_feedback(env, capsys):
+    """A store created by an earlier release has feedback but no table of cards sent."""
+    url = store_url(env)
+    fill_store(url)
+    store = FeedbackStore(url)
+    card_counts_table.drop(store.engine)
+    store.dispose()
+    out = env / "report"
+    code, _, stderr = run_report(out, capsys=capsys)
+    assert code == 0, stderr
+    html = (out / "index.html").read_text(encoding="utf-8")
+    page = parse(html)
+    assert "This store has no table of cards sent: only feedback is counted." in html
+    assert row(page, "per-topic", "TPI safety") == ["TPI safety", "—", "0 —", "15 —", "0 —", "—"]
