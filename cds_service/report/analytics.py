@@ -276,4 +276,5 @@ def weekly_chart(weeks: Iterable[tuple[date, Counts]]) -> str:
         buffer = io.StringIO()
         figure.savefig(buffer, format="svg", metadata={"Date": None})
     text = buffer.getvalue()
-    return text[text.index("<svg") :]
+    label = 'role="img" aria-label="Cards sent, accepted, overridden and snoozed per week" '
+    return text[text.index("<svg") :].replace("<svg ", f"<svg {label}", 1)
