@@ -119,7 +119,16 @@ def _main(argv: list[str] | None) -> int:
         choices=sorted(PROFILES),
         help="the site's default policy profile, used when the request's coverage does not decide",
     )
+    report = commands.add_parser(
+        "report",
+        help="write the governance report (card gallery, rule catalogue, feedback analytics)",
+        description="Write OUT_DIR/index.html: a static page for a CDS governance committee.",
+    )
+    report.add_argument("out_dir", help="the folder to write index.html into")
+    report.add_argument("--config", help="a TOML configuration file (TPI_CDS_CONFIG)")
     args = parser.parse_args(argv)
+    if args.command == "report":
+        return _report(Path(args.out_dir), args.config)
     if args.command == "serve":
         for flag, variable in (("bind", "BIND"), ("workers", "WORKERS"), ("config", "CONFIG")):
             if getattr(args, flag) is not None:
@@ -227,6 +236,31 @@ def _memory(action: str) -> int:
         return _fail(str(exc), EXIT_CONFIGURATION)
     except Exception as exc:  # the store answered with an error: say which, not a traceback
         return _fail(f"card memory cannot be read: {type(exc).__name__}", EXIT_CONFIGURATION)
+    return 0
+
+
+def _report(out_dir: Path, config: str | None) -> int:
+    from cds_service.report import GalleryError, ReportInput, write_report
+    from cds_service.settings import ServiceSettings
+    from cds_service.store import store_label
+
+    environ = dict(os.environ)
+    if config:
+        environ["TPI_CDS_CONFIG"] = config
+    try:
+        service = ServiceSettings.from_env(environ)
+        source = ReportInput(service.engine, service.store_url, environ.get("TPI_CDS_CONFIG"))
+        print(
+            f"tpi-cds: reading the feedback store {store_label(source.store_url)}", file=sys.stderr
+        )
+        path = write_report(out_dir, source)
+    except (SettingsError, PolicyError, TerminologyError) as exc:
+        return _fail(f"configuration: {exc}", EXIT_CONFIGURATION)
+    except GalleryError as exc:
+        return _fail(f"report not written: {exc}", EXIT_CONFIGURATION)
+    except OSError as exc:
+        return _fail(f"report not written: {out_dir}: {exc.strerror}", EXIT_CONFIGURATION)
+    print(path)
     return 0
 
 
