@@ -32,6 +32,7 @@ from cds_service.evaluation import (
 )
 from cds_service.feedback import InvalidFeedbackError, parse_feedback
 from cds_service.fetching import FetchLimits, FhirFetcher
+from cds_service.ledger import CardLedger
 from cds_service.logs import configure_logging
 from cds_service.memory import CardMemory, SentCard, backend_for, snooze_days
 from cds_service.metrics import Metrics, ScrapeAllowList
@@ -69,6 +70,7 @@ class Runtime:
     memory: CardMemory
     metrics: Metrics | None
     scrape_allow: ScrapeAllowList
+    ledger: CardLedger
     audience_bases: tuple[str, ...] = ()
 
 
@@ -125,6 +127,7 @@ def create_app(
         ),
         metrics=Metrics() if settings.metrics_enabled else None,
         scrape_allow=ScrapeAllowList(settings.metrics_allow),
+        ledger=CardLedger(store),
         audience_bases=audience_bases(settings.auth.public_base_url, settings.bind),
     )
     _watch(app.extensions["tpi_cds"])
@@ -346,6 +349,7 @@ def hook(service_id: str) -> Response:
             f"prefetch lacks {', '.join(exc.keys)} and it could not be fetched from fhirServer",
             expression=exc.keys,
         )
+    state.ledger.count(service.id, answer["cards"])
     metrics = state.metrics
     if metrics is not None:
         metrics.cards_sent(service.id, answer["cards"])

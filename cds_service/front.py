@@ -10,12 +10,16 @@ pool (a2wsgi). Slow or half-open connections cost a socket and a few kilobytes e
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from a2wsgi import WSGIMiddleware
 from uvicorn_worker import UvicornWorker
+
+log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -51,13 +55,23 @@ class BufferedRequests:
     reconnects now and then is spread over the workers again, the idle ones first.
     """
 
-    def __init__(self, app: ASGIApp, limit: int, rotate: int = ROTATE_EVERY) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        rotate: int = ROTATE_EVERY,
+        on_shutdown: Callable[[], None] | None = None,
+    ) -> None:
         self.app = app
         self.limit = limit
         self.rotate = rotate
+        self.on_shutdown = on_shutdown
         self._served: dict[Any, int] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -110,6 +124,22 @@ class BufferedRequests:
 
         await self.app(dict(scope, headers=headers), whole, closing_send if closing else send)
 
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        """The worker's start and stop: at a graceful stop, ``on_shutdown`` runs (what a
+        worker gathered in memory reaches the store) before the process ends."""
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.on_shutdown is not None:
+                    try:
+                        await asyncio.get_running_loop().run_in_executor(None, self.on_shutdown)
+                    except Exception as exc:  # a failed flush must not hang the stop
+                        log.warning("shutdown work failed (%s)", type(exc).__name__)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
 
 async def _too_large(send: Send, limit: int) -> None:
     body = json.dumps(
@@ -138,6 +168,8 @@ async def _too_large(send: Send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def asgi(wsgi_app: Any, limit: int) -> ASGIApp:
+def asgi(wsgi_app: Any, limit: int, on_shutdown: Callable[[], None] | None = None) -> ASGIApp:
     """The Flask application behind the buffering front."""
-    return BufferedRequests(WSGIMiddleware(wsgi_app, workers=WSGI_THREADS), limit)
+    return BufferedRequests(
+        WSGIMiddleware(wsgi_app, workers=WSGI_THREADS), limit, on_shutdown=on_shutdown
+    )

@@ -72,7 +72,9 @@ class GunicornService(BaseApplication):
 
             app = create_app(self.settings)
         tune_gc()
-        return asgi(app, self.settings.max_body_bytes)
+        from cds_service.ledger import flush_all
+
+        return asgi(app, self.settings.max_body_bytes, on_shutdown=flush_all)
 
 
 def tune_gc() -> None:

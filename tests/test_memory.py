@@ -45,7 +45,8 @@ def memory_client(tmp_path, clock: Clock | None = None, **settings: Any):
 
     settings.setdefault("auth", AuthSettings(enabled=False))
     client = service_client(tmp_path, **settings)
-    client.application.extensions["tpi_cds"].memory.clock = clock or Clock()
+    state = client.application.extensions["tpi_cds"]
+    state.memory.clock = state.ledger.clock = clock or Clock()
     return client
 
 
@@ -491,3 +492,31 @@ def test_a_configured_secret_is_used_and_none_is_stored(tmp_path):
     # Another deployment with another secret shares nothing with this one.
     other = memory_client(tmp_path, memory=MemorySettings(secret="a1" * 32))
     assert topics(other.post(SIGN, json=as_sign(selected))) == ALL_TOPICS
+
+
+def test_cards_sent_are_counted_per_day_topic_and_rules_for_governance(tmp_path):
+    from cds_service.store import card_counts_table
+
+    client = memory_client(tmp_path)
+    selected = load_vignette(EVERYTHING)
+    client.post(SELECT, json=selected)
+    client.post(SIGN, json=as_sign(selected))
+    state = client.application.extensions["tpi_cds"]
+    assert state.ledger.flush() == 5  # four cards, then the safety card again
+    with state.store.engine.connect() as connection:
+        rows = {
+            (r.service_id, r.topic, r.rules, r.indicator): r.count
+            for r in connection.execute(card_counts_table.select())
+        }
+        days = {r.day for r in connection.execute(card_counts_table.select())}
+    assert rows[("tpi-order-select", "tpi-safety", "S3 S4 S5", "warning")] == 1
+    assert rows[("tpi-order-sign", "tpi-safety", "S3 S4 S5", "warning")] == 1
+    assert rows[("tpi-order-select", "specialist-referral", "R1 R2 R3 R5", "warning")] == 1
+    assert sum(rows.values()) == 5
+    assert len(days) == 1
+    # Counts add up across flushes (one row per day and card kind).
+    client.post(SELECT, json=again(selected, draft_id="tpi-second"))
+    state.ledger.flush()
+    with state.store.engine.connect() as connection:
+        total = sum(r.count for r in connection.execute(card_counts_table.select()))
+    assert total == 9

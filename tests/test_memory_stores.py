@@ -287,3 +287,24 @@ def test_memory_store_growth_is_bounded_by_purging(store_url):  # noqa: F811
         memory.purge(now)
     # Only the last 24 hours' cards remain (24 or 25 hourly batches of ten).
     assert memory.stats(t0 + 47 * 3600)["cards"] in (240, 250)
+
+
+def test_a_worker_that_stops_stores_its_card_counts(tmp_path):
+    """Counts gather in each worker and reach the store when it exits (SIGTERM)."""
+    import sqlite3
+
+    service = start_service(tmp_path, workers=2, **REPLICA_ENV)
+    sent = 0
+    try:
+        for index in range(6):
+            answer = post(
+                service.base_url,
+                "tpi-order-select",
+                again(load_vignette(EVERYTHING), draft_id=f"tpi-count-{index}"),
+            )
+            sent += len(answer.json()["cards"])
+    finally:
+        service.stop()
+    with sqlite3.connect(tmp_path / "data" / "tpi-cds.sqlite3") as connection:
+        (counted,) = connection.execute("SELECT sum(count) FROM tpi_cds_card_counts").fetchone()
+    assert counted == sent
