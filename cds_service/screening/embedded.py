@@ -1,0 +1,60 @@
+"""The embedded engine: one process, the export spilled to bucket files and grouped by patient.
+
+It needs nothing but the package, and its memory is bounded by one bucket of the export
+(see ``ndjson.grouped_by_patient``), not by the whole export.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+from cds_service.screening.ndjson import ReadStats, export_files, grouped_by_patient
+from cds_service.screening.progress import Progress
+from cds_service.screening.result import ScreenResult
+from cds_service.screening.worklist import engine_for, screen_patient, settings_key, sorted_rows
+from cds_service.settings import EngineSettings
+
+
+def screen_embedded(
+    folder: Path,
+    today: date,
+    settings: EngineSettings,
+    progress: Progress,
+    *,
+    spill_dir: str | None = None,
+) -> ScreenResult:
+    """Screen every patient of an export folder in this process."""
+    engine = engine_for(settings_key(settings))
+    files = export_files(folder)
+    stats = ReadStats()
+    rows = []
+    patients = invalid = 0
+    progress.start("reading files", len(files))
+    started = {"grouping": False}
+
+    def file_read(size: int) -> None:
+        progress.advance(1)
+
+    def bucket(index: int, total: int) -> None:
+        if not started["grouping"]:
+            progress.done()
+            progress.start("screening patients (by bucket)", total)
+            started["grouping"] = True
+        elif index:
+            progress.advance(1)
+
+    for patient_id, lines in grouped_by_patient(
+        files, stats, spill_dir=spill_dir, on_bytes=file_read, on_bucket=bucket
+    ):
+        patients += 1
+        result = screen_patient(patient_id, lines, today, engine)
+        invalid += result.invalid
+        if result.row is not None:
+            rows.append(result.row)
+    if not started["grouping"]:
+        progress.done()
+    else:
+        progress.advance(1)
+        progress.done()
+    return ScreenResult(sorted_rows(rows), patients, invalid, stats.as_dict())

@@ -1,0 +1,150 @@
+"""The Apache Spark engine: the same per-patient function, run on Spark through PySpark.
+
+NDJSON is read as text, each line keyed by its patient, grouped by patient, and
+``worklist.screen_patient`` applied per group on the executors. Only rows (patients with a
+TPI in 365 days) and counts come back to the driver.
+
+PySpark is an optional extra: ``pip install 'tpi-cds[spark]'``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from cds_service.screening.ndjson import MALFORMED, NO_PATIENT, OTHER_TYPE, classify_line
+from cds_service.screening.ndjson import export_files as _export_files
+from cds_service.screening.progress import Progress
+from cds_service.screening.result import ScreenResult
+from cds_service.screening.worklist import engine_for, screen_patient, settings_key, sorted_rows
+from cds_service.settings import EngineSettings
+
+SKIP = "\x00"  # key prefix of skipped lines (a FHIR id never holds a NUL)
+INSTALL_HINT = "pip install 'tpi-cds[spark]'"
+
+
+class SparkUnavailableError(RuntimeError):
+    """PySpark or Java is missing; the message says how to get them."""
+
+
+def spark_session(master: str | None = None, *, app_name: str = "tpi-cds screen") -> Any:
+    """A SparkSession: ``master`` when given; under spark-submit, the one it set up;
+    otherwise ``local[*]``. Local sessions bind to loopback and run this Python."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:
+        raise SparkUnavailableError(
+            f"the spark engine needs PySpark 4 or later: {INSTALL_HINT}"
+        ) from exc
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ and master is None
+    builder = SparkSession.builder.appName(app_name).config("spark.ui.enabled", "false")
+    if not submitted:
+        master = master or "local[*]"
+        builder = builder.master(master)
+        if master.startswith("local"):
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+            os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+            builder = (
+                builder.config("spark.driver.host", "127.0.0.1")
+                .config("spark.driver.bindAddress", "127.0.0.1")
+                .config("spark.sql.shuffle.partitions", "4")
+            )
+    try:
+        return builder.getOrCreate()
+    except Exception as exc:  # py4j raises plain exceptions when Java cannot start
+        if "JAVA" in str(exc).upper():
+            raise SparkUnavailableError(
+                f"Spark could not start its JVM (it needs Java 17 or later: JAVA_HOME or java "
+                f"on PATH): {exc}"
+            ) from exc
+        raise
+
+
+def key_line(line: str) -> list[tuple[str, str]]:
+    """(patient id, line) for a line to screen, (SKIP + why, "") for one skipped."""
+    key, why = classify_line(line)
+    if key is None:
+        return [(SKIP + why, "")]
+    return [(key, line)]
+
+
+def screen_partition(
+    groups: Iterable[tuple[str, Iterable[str]]], today: date, key: str
+) -> Iterator[tuple[str, Any]]:
+    """Screen the patients of one partition; yield its rows and one tuple of counts."""
+    engine = engine_for(key)
+    counts = {"patients": 0, "kept": 0, "invalid": 0, "lines": 0}
+    skipped: dict[str, int] = {}
+    for patient_id, lines in groups:
+        if patient_id.startswith(SKIP):
+            number = sum(1 for _ in lines)
+            counts["lines"] += number
+            why = patient_id.removeprefix(SKIP)
+            if why:
+                skipped[why] = skipped.get(why, 0) + number
+            continue
+        lines = list(lines)
+        counts["patients"] += 1
+        counts["kept"] += len(lines)
+        counts["lines"] += len(lines)
+        result = screen_patient(patient_id, lines, today, engine)
+        counts["invalid"] += result.invalid
+        if result.row is not None:
+            yield "row", result.row
+    yield "counts", (counts, skipped)
+
+
+def screen_spark(
+    folder: Path,
+    today: date,
+    settings: EngineSettings,
+    progress: Progress,
+    *,
+    master: str | None = None,
+    spark: Any = None,
+    partitions: int | None = None,
+) -> ScreenResult:
+    """Screen an export folder on Spark; a session made here is stopped at the end."""
+    own = spark is None
+    if own:
+        progress.note("starting Spark")
+        spark = spark_session(master)
+    try:
+        files = _export_files(folder)
+        read = {"files": len(files), "lines": 0, "resources_screened": 0}
+        skipped: dict[str, int] = {}
+        rows: list[dict[str, Any]] = []
+        patients = invalid = 0
+        if files:
+            context = spark.sparkContext
+            parallel = context.defaultParallelism
+            groups = partitions or max(2, parallel * 4)
+            key = settings_key(settings)
+            progress.note(f"screening {len(files)} files on Spark ({context.master})")
+            lines = context.textFile(",".join(str(f) for f in files), minPartitions=parallel)
+            grouped = lines.flatMap(key_line).groupByKey(numPartitions=groups)
+            results = grouped.mapPartitions(
+                lambda part: screen_partition(part, today, key)
+            ).collect()
+            for kind, value in results:
+                if kind == "row":
+                    rows.append(value)
+                    continue
+                counts, skips = value
+                patients += counts["patients"]
+                invalid += counts["invalid"]
+                read["lines"] += counts["lines"]
+                read["resources_screened"] += counts["kept"]
+                for why, number in skips.items():
+                    skipped[why] = skipped.get(why, 0) + number
+        read["malformed_lines"] = skipped.get(MALFORMED, 0)
+        read["without_patient_reference"] = skipped.get(NO_PATIENT, 0)
+        read["other_resource_types"] = skipped.get(OTHER_TYPE, 0)
+        return ScreenResult(sorted_rows(rows), patients, invalid, read)
+    finally:
+        if own:
+            spark.stop()
