@@ -41,13 +41,18 @@ def spark_session(master: str | None = None, *, app_name: str = "tpi-cds screen"
             f"the spark engine needs PySpark 4 or later: {INSTALL_HINT}"
         ) from exc
     submitted = "PYSPARK_GATEWAY_PORT" in os.environ and master is None
-    builder = SparkSession.builder.appName(app_name).config("spark.ui.enabled", "false")
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", str(sys.stderr.isatty()).lower())
+    )
     if not submitted:
         master = master or "local[*]"
         builder = builder.master(master)
         if master.startswith("local"):
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
             os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
             builder = (
                 builder.config("spark.driver.host", "127.0.0.1")
                 .config("spark.driver.bindAddress", "127.0.0.1")
