@@ -69,6 +69,15 @@ def spark_session(master: str | None = None, *, app_name: str = "tpi-cds screen"
         raise
 
 
+def _active_session() -> Any:
+    """A session this process already runs (then it is not ours to stop)."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        return None
+    return SparkSession.getActiveSession()
+
+
 def key_line(line: str) -> list[tuple[str, str]]:
     """(patient id, line) for a line to screen, (SKIP + why, "") for one skipped."""
     key, why = classify_line(line)
@@ -113,9 +122,10 @@ def screen_spark(
     spark: Any = None,
     partitions: int | None = None,
 ) -> ScreenResult:
-    """Screen an export folder on Spark; a session made here is stopped at the end."""
-    own = spark is None
-    if own:
+    """Screen an export folder on Spark; a session started here is stopped at the end
+    (one the process already had, or the one given, is left running)."""
+    own = spark is None and _active_session() is None
+    if spark is None:
         progress.note("starting Spark")
         spark = spark_session(master)
     try:
