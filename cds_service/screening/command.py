@@ -86,6 +86,9 @@ def add_parser(commands: Any, iso_date: Callable[[str], date]) -> None:
 def run(args: argparse.Namespace, settings: EngineSettings) -> int:
     """Screen, write the outputs, print the summary; the exit code."""
     today = args.today or settings.today()
+    if args.ndjson and (args.group or args.system or args.keep_export):
+        print("tpi-cds: --group, --system and --keep-export go with --fhir", file=sys.stderr)
+        return EXIT_INPUT
     progress = Progress()
     started = time.monotonic()
     try:
@@ -158,6 +161,7 @@ def summary_of(result: ScreenResult, today: date, engine: str, seconds: float) -
     return {
         "today": today.isoformat(),
         "patients": result.patients,
+        "patients_failed": result.failed,
         "worklist_rows": len(result.rows),
         "findings": finding_counts(result.rows),
         "input": {**result.read, "invalid_resources": result.invalid_resources},
@@ -175,6 +179,11 @@ def summary_text(summary: dict[str, Any]) -> str:
         lines.append("findings: " + ", ".join(f"{k} {v}" for k, v in findings.items()))
     else:
         lines.append("findings: none")
+    if summary["patients_failed"]:
+        lines.append(
+            f"{summary['patients_failed']} patients could not be screened (engine error): "
+            "they are not in the worklist"
+        )
     read = summary["input"]
     lines.append(
         f"read {read['lines']} lines in {read['files']} files; skipped "

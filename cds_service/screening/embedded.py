@@ -12,7 +12,7 @@ from pathlib import Path
 from cds_service.screening.ndjson import ReadStats, export_files, grouped_by_patient
 from cds_service.screening.progress import Progress
 from cds_service.screening.result import ScreenResult
-from cds_service.screening.worklist import engine_for, screen_patient, settings_key, sorted_rows
+from cds_service.screening.worklist import engine_for, screen_safely, settings_key, sorted_rows
 from cds_service.settings import EngineSettings
 
 
@@ -29,7 +29,7 @@ def screen_embedded(
     files = export_files(folder)
     stats = ReadStats()
     rows = []
-    patients = invalid = 0
+    patients = invalid = failed = 0
     progress.start("reading files", len(files))
     started = {"grouping": False}
 
@@ -48,8 +48,9 @@ def screen_embedded(
         files, stats, spill_dir=spill_dir, on_bytes=file_read, on_bucket=bucket
     ):
         patients += 1
-        result = screen_patient(patient_id, lines, today, engine)
+        result = screen_safely(patient_id, lines, today, engine)
         invalid += result.invalid
+        failed += result.failed
         if result.row is not None:
             rows.append(result.row)
     if not started["grouping"]:
@@ -57,4 +58,4 @@ def screen_embedded(
     else:
         progress.advance(1)
         progress.done()
-    return ScreenResult(sorted_rows(rows), patients, invalid, stats.as_dict())
+    return ScreenResult(sorted_rows(rows), patients, invalid, stats.as_dict(), failed)

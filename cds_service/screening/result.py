@@ -12,3 +12,4 @@ class ScreenResult:
     patients: int  # distinct patients in the export (with at least one screened resource)
     invalid_resources: int  # resources the record could not validate (skipped)
     read: dict[str, Any]  # ReadStats.as_dict()
+    failed: int = 0  # patients the engine failed on (counted, not screened)

@@ -20,7 +20,7 @@ from cds_service.screening.ndjson import MALFORMED, NO_PATIENT, OTHER_TYPE, clas
 from cds_service.screening.ndjson import export_files as _export_files
 from cds_service.screening.progress import Progress
 from cds_service.screening.result import ScreenResult
-from cds_service.screening.worklist import engine_for, screen_patient, settings_key, sorted_rows
+from cds_service.screening.worklist import engine_for, screen_safely, settings_key, sorted_rows
 from cds_service.settings import EngineSettings
 
 SKIP = "\x00"  # key prefix of skipped lines (a FHIR id never holds a NUL)
@@ -91,7 +91,7 @@ def screen_partition(
 ) -> Iterator[tuple[str, Any]]:
     """Screen the patients of one partition; yield its rows and one tuple of counts."""
     engine = engine_for(key)
-    counts = {"patients": 0, "kept": 0, "invalid": 0, "lines": 0}
+    counts = {"patients": 0, "kept": 0, "invalid": 0, "lines": 0, "failed": 0}
     skipped: dict[str, int] = {}
     for patient_id, lines in groups:
         if patient_id.startswith(SKIP):
@@ -105,8 +105,9 @@ def screen_partition(
         counts["patients"] += 1
         counts["kept"] += len(lines)
         counts["lines"] += len(lines)
-        result = screen_patient(patient_id, lines, today, engine)
+        result = screen_safely(patient_id, lines, today, engine)
         counts["invalid"] += result.invalid
+        counts["failed"] += result.failed
         if result.row is not None:
             yield "row", result.row
     yield "counts", (counts, skipped)
@@ -133,7 +134,7 @@ def screen_spark(
         read = {"files": len(files), "lines": 0, "resources_screened": 0}
         skipped: dict[str, int] = {}
         rows: list[dict[str, Any]] = []
-        patients = invalid = 0
+        patients = invalid = failed = 0
         if files:
             context = spark.sparkContext
             parallel = context.defaultParallelism
@@ -152,6 +153,7 @@ def screen_spark(
                 counts, skips = value
                 patients += counts["patients"]
                 invalid += counts["invalid"]
+                failed += counts["failed"]
                 read["lines"] += counts["lines"]
                 read["resources_screened"] += counts["kept"]
                 for why, number in skips.items():
@@ -159,7 +161,7 @@ def screen_spark(
         read["malformed_lines"] = skipped.get(MALFORMED, 0)
         read["without_patient_reference"] = skipped.get(NO_PATIENT, 0)
         read["other_resource_types"] = skipped.get(OTHER_TYPE, 0)
-        return ScreenResult(sorted_rows(rows), patients, invalid, read)
+        return ScreenResult(sorted_rows(rows), patients, invalid, read, failed)
     finally:
         if own:
             spark.stop()

@@ -57,6 +57,7 @@ class PatientResult:
 
     row: dict[str, Any] | None
     invalid: int
+    failed: bool = False
 
 
 def settings_key(settings: EngineSettings) -> str:
@@ -133,6 +134,17 @@ def screen_patient(
         "suggested_action": "; ".join(actions) or NO_ACTION,
     }
     return PatientResult(row, invalid)
+
+
+def screen_safely(
+    patient_id: str, lines: Iterable[bytes | str], today: date, engine: Engine
+) -> PatientResult:
+    """``screen_patient``, with a patient the engine fails on counted instead of ending the
+    whole run (the error is not printed: it may quote the record)."""
+    try:
+        return screen_patient(patient_id, lines, today, engine)
+    except Exception:
+        return PatientResult(None, 0, failed=True)
 
 
 def _action(card: Mapping[str, Any]) -> str:
