@@ -21,7 +21,13 @@ from cds_service.screening import ndjson
 from cds_service.screening.embedded import screen_embedded
 from cds_service.screening.ndjson import classify_line, patient_key
 from cds_service.screening.progress import Silent
-from cds_service.screening.worklist import COLUMNS, card_rules, csv_text
+from cds_service.screening.worklist import (
+    COLUMNS,
+    card_rules,
+    csv_text,
+    screen_patient,
+    sorted_rows,
+)
 from cds_service.settings import EngineSettings
 from conftest import TESTS_DIR
 
@@ -271,3 +277,24 @@ def test_spark_engine_without_pyspark_says_how_to_install_it(
     code = run_screen("--ndjson", str(PANEL), "--out", str(tmp_path), "--engine", "spark")
     assert code == 2
     assert "pip install 'tpi-cds[spark]'" in capsys.readouterr().err
+
+
+@NEEDS_SYNTHEA
+def test_dropping_unread_resources_before_grouping_changes_no_row(synthea_export: Path) -> None:
+    """Resources no rule reads (vital signs, ...) are dropped before the spill: the rows
+    are those of screening everything."""
+    engine = EngineSettings().build_engine()
+
+    def worklist(relevant: ndjson.Relevance | None) -> str:
+        rows = []
+        stats = ndjson.ReadStats()
+        files = ndjson.export_files(synthea_export)
+        for patient_id, lines in ndjson.grouped_by_patient(files, stats, relevant=relevant):
+            row = screen_patient(patient_id, lines, TODAY, engine).row
+            if row is not None:
+                rows.append(row)
+        return csv_text(sorted_rows(rows))
+
+    everything = worklist(None)
+    assert everything == worklist(ndjson.record_relevance(engine.terminology))
+    assert everything.count("\n") == 16  # header + 15 rows

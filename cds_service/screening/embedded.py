@@ -9,7 +9,12 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from cds_service.screening.ndjson import ReadStats, export_files, grouped_by_patient
+from cds_service.screening.ndjson import (
+    ReadStats,
+    export_files,
+    grouped_by_patient,
+    record_relevance,
+)
 from cds_service.screening.progress import Progress
 from cds_service.screening.result import ScreenResult
 from cds_service.screening.worklist import engine_for, screen_safely, settings_key, sorted_rows
@@ -45,7 +50,12 @@ def screen_embedded(
             progress.advance(1)
 
     for patient_id, lines in grouped_by_patient(
-        files, stats, spill_dir=spill_dir, on_bytes=file_read, on_bucket=bucket
+        files,
+        stats,
+        spill_dir=spill_dir,
+        relevant=record_relevance(engine.terminology),
+        on_bytes=file_read,
+        on_bucket=bucket,
     ):
         patients += 1
         result = screen_safely(patient_id, lines, today, engine)

@@ -12,14 +12,15 @@ import os
 import tempfile
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
-from cards.record import MODELS
+from cards.record import MODELS, _relevance
+from cards.terminology import Terminology
 
 # The resource types the engine reads (and Patient, to count who was screened).
 SCREENED_TYPES = frozenset({"Patient", *MODELS})
@@ -28,6 +29,8 @@ PATIENT_ELEMENTS = ("subject", "patient", "beneficiary")
 MALFORMED = "malformed"
 NO_PATIENT = "no_patient"
 OTHER_TYPE = "other_type"
+NOT_READ = "not_read"
+Relevance = Mapping[str, Callable[[dict[str, Any]], bool]]
 SPILL_CHUNK = 32 * 1024 * 1024  # input bytes per spill bucket: a bucket is read whole
 MAX_BUCKETS = 4096
 
@@ -75,10 +78,18 @@ def patient_key(resource: dict[str, Any]) -> str | None:
     return None
 
 
-def classify_line(line: bytes | str) -> tuple[str | None, str]:
+def record_relevance(terminology: Terminology) -> Relevance:
+    """The record's own cheap tests of whether any rule reads a resource (built once per
+    engine by ``cards.record``): a resource the record would drop anyway is dropped before
+    grouping, so vital signs and other unread Observations are never spilled or shuffled."""
+    return terminology.derived("record-relevance", lambda: _relevance(terminology))
+
+
+def classify_line(line: bytes | str, relevant: Relevance | None = None) -> tuple[str | None, str]:
     """(patient id, "") for a line to screen, or (None, why) for one to skip.
 
-    Blank lines are neither: they give (None, "").
+    Blank lines are neither: they give (None, ""). With ``relevant``, a resource no rule
+    reads is skipped as NOT_READ (Patient resources are kept: they count who was screened).
     """
     if not line.strip():
         return None, ""
@@ -93,6 +104,11 @@ def classify_line(line: bytes | str) -> tuple[str | None, str]:
     key = patient_key(resource)
     if key is None:
         return None, NO_PATIENT
+    kind = resource["resourceType"]
+    if relevant is not None and kind != "Patient":
+        test = relevant.get(kind)
+        if test is None or not test(resource):
+            return None, NOT_READ
     return key, ""
 
 
@@ -117,6 +133,7 @@ class ReadStats:
             "malformed_lines": self.skipped[MALFORMED],
             "without_patient_reference": self.skipped[NO_PATIENT],
             "other_resource_types": self.skipped[OTHER_TYPE],
+            "not_read_by_rules": self.skipped[NOT_READ],
         }
 
 
@@ -134,6 +151,7 @@ def grouped_by_patient(
     stats: ReadStats,
     *,
     spill_dir: str | None = None,
+    relevant: Relevance | None = None,
     on_bytes: Callable[[int], None] | None = None,
     on_bucket: Callable[[int, int], None] | None = None,
 ) -> Iterator[tuple[str, list[bytes]]]:
@@ -155,7 +173,7 @@ def grouped_by_patient(
                 with open_lines(path) as source:
                     for line in source:
                         stats.lines += 1
-                        key, why = classify_line(line)
+                        key, why = classify_line(line, relevant)
                         if key is None:
                             if why:
                                 stats.count(why)

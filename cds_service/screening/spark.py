@@ -16,7 +16,14 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from cds_service.screening.ndjson import MALFORMED, NO_PATIENT, OTHER_TYPE, classify_line
+from cds_service.screening.ndjson import (
+    MALFORMED,
+    NO_PATIENT,
+    NOT_READ,
+    OTHER_TYPE,
+    classify_line,
+    record_relevance,
+)
 from cds_service.screening.ndjson import export_files as _export_files
 from cds_service.screening.progress import Progress
 from cds_service.screening.result import ScreenResult
@@ -78,12 +85,19 @@ def _active_session() -> Any:
     return SparkSession.getActiveSession()
 
 
-def key_line(line: str) -> list[tuple[str, str]]:
-    """(patient id, line) for a line to screen, (SKIP + why, "") for one skipped."""
-    key, why = classify_line(line)
-    if key is None:
-        return [(SKIP + why, "")]
-    return [(key, line)]
+def key_lines(lines: Iterable[str], key: str) -> Iterator[tuple[str, str]]:
+    """(patient id, line) for each line to screen; then, per reason, one (SKIP + why,
+    count) for the lines skipped, so skipped lines are counted, not shuffled."""
+    relevant = record_relevance(engine_for(key).terminology)
+    skipped: dict[str, int] = {}
+    for line in lines:
+        patient, why = classify_line(line, relevant)
+        if patient is not None:
+            yield patient, line
+        else:
+            skipped[why] = skipped.get(why, 0) + 1
+    for why, number in skipped.items():
+        yield SKIP + why, str(number)
 
 
 def screen_partition(
@@ -95,7 +109,7 @@ def screen_partition(
     skipped: dict[str, int] = {}
     for patient_id, lines in groups:
         if patient_id.startswith(SKIP):
-            number = sum(1 for _ in lines)
+            number = sum(int(n) for n in lines)
             counts["lines"] += number
             why = patient_id.removeprefix(SKIP)
             if why:
@@ -142,7 +156,8 @@ def screen_spark(
             key = settings_key(settings)
             progress.note(f"screening {len(files)} files on Spark ({context.master})")
             lines = context.textFile(",".join(str(f) for f in files), minPartitions=parallel)
-            grouped = lines.flatMap(key_line).groupByKey(numPartitions=groups)
+            keyed = lines.mapPartitions(lambda part: key_lines(part, key))
+            grouped = keyed.groupByKey(numPartitions=groups)
             results = grouped.mapPartitions(
                 lambda part: screen_partition(part, today, key)
             ).collect()
@@ -161,6 +176,7 @@ def screen_spark(
         read["malformed_lines"] = skipped.get(MALFORMED, 0)
         read["without_patient_reference"] = skipped.get(NO_PATIENT, 0)
         read["other_resource_types"] = skipped.get(OTHER_TYPE, 0)
+        read["not_read_by_rules"] = skipped.get(NOT_READ, 0)
         return ScreenResult(sorted_rows(rows), patients, invalid, read, failed)
     finally:
         if own:
