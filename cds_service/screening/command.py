@@ -186,8 +186,10 @@ def summary_text(summary: dict[str, Any]) -> str:
         )
     read = summary["input"]
     lines.append(
-        f"read {read['lines']} lines in {read['files']} files; skipped "
-        f"{read['malformed_lines']} malformed, {read['without_patient_reference']} without a "
-        f"patient reference, {read['invalid_resources']} invalid resources"
+        f"read {read['lines']} lines in {read['files']} files: {read['resources_screened']} "
+        f"screened; skipped {read['malformed_lines']} malformed, "
+        f"{read['without_patient_reference']} without a patient reference, "
+        f"{read['other_resource_types'] + read['not_read_by_rules']} no rule reads; "
+        f"{read['invalid_resources']} invalid resources"
     )
     return "\n".join(lines)

@@ -35,11 +35,12 @@ def screen_embedded(
     stats = ReadStats()
     rows = []
     patients = invalid = failed = 0
-    progress.start("reading files", len(files))
+    mib = 1024 * 1024
+    progress.start("reading the export (MiB)", -(-sum(f.stat().st_size for f in files) // mib))
     started = {"grouping": False}
 
     def file_read(size: int) -> None:
-        progress.advance(1)
+        progress.advance(size / mib)
 
     def bucket(index: int, total: int) -> None:
         if not started["grouping"]:

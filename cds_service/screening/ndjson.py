@@ -33,6 +33,7 @@ NOT_READ = "not_read"
 Relevance = Mapping[str, Callable[[dict[str, Any]], bool]]
 SPILL_CHUNK = 32 * 1024 * 1024  # input bytes per spill bucket: a bucket is read whole
 MAX_BUCKETS = 4096
+PROGRESS_LINES = 8192  # lines between progress reports
 
 
 def export_files(folder: Path) -> list[Path]:
@@ -171,8 +172,15 @@ def grouped_by_patient(
         try:
             for path, size in zip(files, sizes, strict=True):
                 with open_lines(path) as source:
+                    # bytes of the file on disk read so far (compressed ones: compressed)
+                    raw = source.fileobj if isinstance(source, gzip.GzipFile) else source
+                    reported = 0
                     for line in source:
                         stats.lines += 1
+                        if on_bytes is not None and not stats.lines % PROGRESS_LINES:
+                            position = raw.tell()  # type: ignore[union-attr]
+                            on_bytes(position - reported)
+                            reported = position
                         key, why = classify_line(line, relevant)
                         if key is None:
                             if why:
@@ -186,7 +194,7 @@ def grouped_by_patient(
                         handle.write(key.encode() + b"\t" + line.rstrip(b"\r\n") + b"\n")
                 stats.bytes += size
                 if on_bytes is not None:
-                    on_bytes(size)
+                    on_bytes(size - reported)
         finally:
             for handle in handles.values():
                 handle.close()

@@ -20,7 +20,7 @@ class Progress:
         self._task: Any = None
         self._label = ""
         self._total = 0
-        self._done = 0
+        self._done = 0.0
         self._last_line = 0.0
 
     def note(self, text: str) -> None:
@@ -55,13 +55,13 @@ class Progress:
             self._last_line = time.monotonic()
             self.note(f"{label}: 0/{total}")
 
-    def advance(self, amount: int = 1) -> None:
+    def advance(self, amount: float = 1) -> None:
         self._done += amount
         if self._rich is not None and self._task is not None:
             self._rich.update(self._task, advance=amount)
         elif time.monotonic() - self._last_line >= 5.0:
             self._last_line = time.monotonic()
-            self.note(f"{self._label}: {self._done}/{self._total}")
+            self.note(f"{self._label}: {self._done:.0f}/{self._total}")
 
     def done(self) -> None:
         if self._rich is not None and self._task is not None:
