@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from bench.screen_population import synthea_files, write_export
+from cards import Engine
 from cds_service import cli
 from cds_service.evaluation import evaluate_request
 from cds_service.screening import ndjson
@@ -298,3 +299,27 @@ def test_dropping_unread_resources_before_grouping_changes_no_row(synthea_export
     everything = worklist(None)
     assert everything == worklist(ndjson.record_relevance(engine.terminology))
     assert everything.count("\n") == 16  # header + 15 rows
+
+
+def test_a_patient_the_engine_fails_on_is_counted_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """One patient whose record breaks the engine must not cost the clinic its worklist."""
+    real = Engine.advise_keyed
+
+    def breaks_on_recent(self: Engine, record: Any, orders: Any, today: date) -> Any:
+        if record.patient_id == "recent":
+            raise ValueError("a record the engine cannot read")
+        return real(self, record, orders, today)
+
+    monkeypatch.setattr(Engine, "advise_keyed", breaks_on_recent)
+    assert run_screen("--ndjson", str(PANEL), "--out", str(tmp_path), "--today", "2026-11-23") == 0
+    summary = json.loads((tmp_path / "summary.json").read_text("utf-8"))
+    assert summary["patients_failed"] == 1
+    assert [r["patient_id"] for r in read_csv(tmp_path / "worklist.csv")] == [
+        "capped",
+        "nonresponder",
+    ]
+    printed = capsys.readouterr()
+    assert "1 patient(s) could not be screened" in printed.out
+    assert "cannot read" not in printed.out + printed.err  # the error may quote the record

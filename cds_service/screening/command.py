@@ -181,7 +181,7 @@ def summary_text(summary: dict[str, Any]) -> str:
         lines.append("findings: none")
     if summary["patients_failed"]:
         lines.append(
-            f"{summary['patients_failed']} patients could not be screened (engine error): "
+            f"{summary['patients_failed']} patient(s) could not be screened (engine error): "
             "they are not in the worklist"
         )
     read = summary["input"]
