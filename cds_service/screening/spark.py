@@ -155,7 +155,8 @@ def screen_spark(
             groups = partitions or max(2, parallel * 4)
             key = settings_key(settings)
             progress.note(f"screening {len(files)} files on Spark ({context.master})")
-            lines = context.textFile(",".join(str(f) for f in files), minPartitions=parallel)
+            # one RDD per file (a comma in a path would split a joined list), then one union
+            lines = context.union([context.textFile(str(f), minPartitions=1) for f in files])
             keyed = lines.mapPartitions(lambda part: key_lines(part, key))
             grouped = keyed.groupByKey(numPartitions=groups)
             results = grouped.mapPartitions(
