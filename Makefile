@@ -9,12 +9,12 @@ TEST_VENV := .venv-test
 TEST_BIN := $(TEST_VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help test lint run bench clean
+.PHONY: help test lint run bench bench-screen clean
 
 help:  ## list the targets
 	@echo "tpi-cds: CDS Hooks decision support for trigger point injections"
 	@echo
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z]+):.*## /  make \1\t/' | expand -t 16
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  make \1\t/' | expand -t 22
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	@echo "setting up $(VENV): the service and its runtime dependencies (about a minute)..."
@@ -40,6 +40,14 @@ run: $(VENV)/.installed  ## the service on http://127.0.0.1:8080 (SQLite feedbac
 
 bench: $(VENV)/.installed  ## the benchmark (gunicorn + wrk, workloads against the ceiling)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# The spark extra (PySpark) comes on top of .venv for this benchmark only.
+$(VENV)/.spark-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install --progress-bar off -e '.[spark]'
+	touch $@
+
+bench-screen: $(VENV)/.spark-installed  ## screening benchmark: embedded vs Spark local[1]/[2]
+	$(BIN)/python -m bench.screen $(BENCH_ARGS)
 
 lint: $(TEST_VENV)/.installed  ## ruff check and format check
 	$(TEST_BIN)/ruff check .

@@ -314,8 +314,17 @@ def main() -> None:
         ceiling.stop()
     table = report(loads, results, rss, ready, soak, args)
     print(table)
-    RESULTS.write_text(table, encoding="utf-8")
+    RESULTS.write_text(table + screening_section(), encoding="utf-8")
     print(f"bench: written to {RESULTS.relative_to(ROOT)}", file=sys.stderr)
+
+
+def screening_section() -> str:
+    """``make bench-screen``'s section of the results file, kept as it is."""
+    if not RESULTS.exists():
+        return ""
+    text = RESULTS.read_text(encoding="utf-8")
+    start = text.find("\n## Population screening")
+    return text[start:] if start >= 0 else ""
 
 
 def with_draft_mark(body: dict) -> dict:

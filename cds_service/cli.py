@@ -1,7 +1,8 @@
 """tpi-cds: decision support for trigger point injections, as a CDS Hooks 2.0 service.
 
 Run the web service (serve), answer a saved CDS Hooks request the way the service would
-(evaluate), print the discovery document, or read the feedback clinicians sent.
+(evaluate), print the discovery document, read the feedback clinicians sent, or screen a
+population's Bulk Data export for patients to follow up (screen).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from cds_service.evaluation import (
     evaluate_request,
     response_json,
 )
+from cds_service.screening import command as screen_command
 from cds_service.services import discovery_document
 from cds_service.settings import EngineSettings, SettingsError, load_terminology
 
@@ -126,6 +128,7 @@ def _main(argv: list[str] | None) -> int:
     )
     report.add_argument("out_dir", help="the folder to write index.html into")
     report.add_argument("--config", help="a TOML configuration file (TPI_CDS_CONFIG)")
+    screen_command.add_parser(commands, _iso_date)
     args = parser.parse_args(argv)
     if args.command == "report":
         return _report(Path(args.out_dir), args.config)
@@ -151,6 +154,8 @@ def _main(argv: list[str] | None) -> int:
         return _feedback(args.action)
     if args.command == "memory":
         return _memory(args.action)
+    if args.command == "screen":
+        return screen_command.run(args, settings)
     if args.command == "discovery":
         print(json.dumps(discovery_document(load_terminology(settings.valueset_dir)), indent=1))
         return 0

@@ -230,8 +230,11 @@ def _parent_death_signal() -> Callable[[], None] | None:
     return hook
 
 
-def sekmet_settings(port: int, token: str, data_dir: Path) -> str:
-    """settings.yaml for a loopback, bearer-only sekmet with its side effects switched off.
+def sekmet_settings(
+    port: int, token: str, data_dir: Path, extra: dict[str, Any] | None = None
+) -> str:
+    """settings.yaml for a loopback, bearer-only sekmet with its side effects switched off;
+    ``extra`` replaces top-level settings (e.g. ``server_auth`` with SMART clients).
 
     JSON is YAML, so no YAML writer is needed.
     """
@@ -248,6 +251,7 @@ def sekmet_settings(port: int, token: str, data_dir: Path) -> str:
         "log_inbound": False,  # no copy of every request body in the SQLite traffic log
         "validation": {"inbound": "strict"},  # sekmet's default: invalid resources get 400
     }
+    settings.update(extra or {})
     return json.dumps(settings, indent=2)
 
 
@@ -376,8 +380,14 @@ def _wait_until_up(server: FhirServer, deadline: float) -> None:
         time.sleep(0.1)
 
 
-def start_sekmet(workdir: Path, token: str | None = None, attempts: int = 3) -> FhirServer:
-    """Start sekmet on a free loopback port and wait (at most START_TIMEOUT) until it answers."""
+def start_sekmet(
+    workdir: Path,
+    token: str | None = None,
+    attempts: int = 3,
+    extra: dict[str, Any] | None = None,
+) -> FhirServer:
+    """Start sekmet on a free loopback port and wait (at most START_TIMEOUT) until it answers;
+    ``extra`` as for sekmet_settings."""
     if importlib.util.find_spec("sekmet") is None:
         raise RuntimeError(
             "sekmet-fhir is not installed in this Python: pip install sekmet-fhir==0.1.1"
@@ -389,7 +399,7 @@ def start_sekmet(workdir: Path, token: str | None = None, attempts: int = 3) -> 
     for attempt in range(attempts):  # another process may take the free port first
         port = _free_port()
         config = workdir / f"settings-{attempt}.yaml"
-        config.write_text(sekmet_settings(port, token, workdir / "data"), "utf-8")
+        config.write_text(sekmet_settings(port, token, workdir / "data", extra), "utf-8")
         log_path = workdir / f"sekmet-{attempt}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
