@@ -219,7 +219,7 @@ def last_response(facts: Facts) -> Finding | None:
         Indicator.INFO,
         "Lasting relief not documented",
         "Lasting relief after the last injection is not documented: record it before repeating",
-        f"{course}. {why_unknown(response, policy)} {needed}",
+        " ".join(part for part in (f"{course}.", why_unknown(response, policy), needed) if part),
         (Sources.LCD,),
     )
 
@@ -241,7 +241,7 @@ def why_unknown(response: SessionResponse, policy: object) -> str:
     if response.baseline.value == 0:
         return "The baseline score was 0: there is no relief to measure."
     if not response.follow_ups:
-        return "There is no follow-up score."
+        return ""  # the course already says "no follow-up score from day … to day …"
     return "No score shows whether relief lasted 6 weeks."
 
 
@@ -276,8 +276,8 @@ def imaging_guidance(facts: Facts) -> Finding | None:
         Indicator.INFO,
         "Imaging guidance",
         "Imaging guidance for a trigger point injection is likely not covered",
-        f"Imaging guidance is among the orders. Under the {facts.payer.label} profile it is not "
-        "considered reasonable and necessary for trigger point injections.",
+        f"Imaging guidance is among the orders. The payer profile, {facts.payer.label}, does "
+        "not consider it reasonable and necessary for trigger point injections.",
         (Sources.LCD,),
     )
 

@@ -77,6 +77,8 @@ def plain(text: str) -> str:
 
 
 BRACKETS = re.compile(r"\s*\[[^\]]*\]")
+# ICD-10-CM's residual wording: "Thrombocytopenia, unspecified", "Myalgia, unspecified site".
+UNSPECIFIED = re.compile(r",\s*unspecified\b.*$", re.IGNORECASE)
 SHORT_CUTS = (" with ", " due to ", " in ", ", ", " of glomerular")
 SHORT_NAME = 40
 
@@ -85,7 +87,7 @@ def short(name: str) -> str:
     """A diagnosis as a summary names it: no bracketed code-system wording, and a long
     display cut to its head ("Chronic kidney disease with glomerular filtration rate
     category G5 …" → "Chronic kidney disease")."""
-    name = BRACKETS.sub("", name).strip()
+    name = UNSPECIFIED.sub("", BRACKETS.sub("", name)).strip()
     if len(name) <= SHORT_NAME:
         return name
     cut = min((name.find(c) for c in SHORT_CUTS if name.find(c) > 0), default=-1)

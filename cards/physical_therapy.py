@@ -51,7 +51,8 @@ def order_without_therapy(facts: Facts) -> Finding | None:
             Indicator.WARNING,
             "Repeat injection without therapy",
             "Repeat trigger point injection with no physical therapy in place: refer to PT",
-            f"{len(sessions)} earlier session(s) in 12 months, the last on {last}. "
+            f"{len(sessions)} earlier session{'' if len(sessions) == 1 else 's'} in 12 months, "
+            f"the last on {last}. "
             f"{not_in_place} {ADJUNCT}",
             (Sources.LCD, Sources.AFP_2023),
         )

@@ -158,7 +158,7 @@ def referral_findings(facts: Facts) -> dict[str, Candidate]:
                 "R2",
                 level,
                 "Recurrent pain",
-                f"{len(sessions)} injections in 12 months: recurrent pain needs a reassessment",
+                f"Recurrent pain after {len(sessions)} injections in 12 months",
                 f"{len(sessions)} sessions in the last 12 months ({days}), at or over the "
                 f"limit of {policy.session_cap}: recurrent pain needs a specialist "
                 "reassessment, whatever the response to each injection.",
@@ -231,8 +231,14 @@ def _widespread(facts: Facts, level: Indicator) -> Candidate | None:
             level,
             "Widespread pain",
             summary,
-            f"{sentence('; '.join(evidence))}. Widespread pain (ACR 2016: 4 of 5 regions) is "
-            "better assessed by rheumatology than treated with repeated local injections.",
+            f"{sentence('; '.join(evidence))}. "
+            + (
+                f"Pain in {facts.policy.widespread_region_count} or more of the 5 ACR 2016 "
+                "regions is widespread pain"
+                if enough
+                else "Fibromyalgia is widespread pain"
+            )
+            + ", better assessed by rheumatology than treated with repeated local injections.",
             (Sources.WOLFE, Sources.BCBSA),
         ),
         fibromyalgia[0] if fibromyalgia else None,

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +32,9 @@ REGION_EXTENSION = "urn:tpi-cds:extension:region"
 LATERALITY_EXTENSION = "urn:tpi-cds:extension:laterality"
 CLASS_AGENT = "class"
 BUILTIN_DIR = Path(__file__).parent / "valuesets"
+# Read through importlib.resources: the package may be imported from a zip (a wheel on
+# spark-submit's --py-files), where no folder exists to glob.
+BUILTIN_PACKAGE = "cards.valuesets"
 BUILTIN_PREFIX = "builtin:"
 
 # EHRs send OIDs as often as URLs; both name the same code system.
@@ -231,7 +236,11 @@ class Terminology(Mapping[str, ValueSet]):
     @classmethod
     def load(cls, site_dir: str | Path | None = None) -> Terminology:
         """The built-in value sets, with a site's folder added or replacing by id or url."""
-        raw = {doc["id"]: doc for doc in _read_folder(BUILTIN_DIR)}
+        raw = {doc["id"]: doc for doc in _read_folder(files(BUILTIN_PACKAGE))}
+        if not raw:
+            raise TerminologyError(
+                f"no built-in value sets found in {BUILTIN_PACKAGE}: the package is incomplete"
+            )
         if site_dir:
             folder = Path(site_dir)
             if not folder.is_dir():
@@ -249,9 +258,10 @@ class Terminology(Mapping[str, ValueSet]):
         return cls({k: v for k, v in resolved.items() if not k.startswith(BUILTIN_PREFIX)})
 
 
-def _read_folder(folder: Path, *, validate: bool = False) -> list[dict[str, Any]]:
+def _read_folder(folder: Traversable, *, validate: bool = False) -> list[dict[str, Any]]:
     docs = []
-    for path in sorted(folder.glob("*.json")):
+    entries = (item for item in folder.iterdir() if item.name.endswith(".json"))
+    for path in sorted(entries, key=lambda item: item.name):
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:

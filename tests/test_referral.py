@@ -235,7 +235,7 @@ def test_r2_three_sessions_with_good_relief_are_info():
     assert_referral_suggestions_well_formed(c, "ref-r2")
     for session in ("2026-01-12", "2026-05-04", "2026-09-28"):
         assert session in c["detail"]
-    assert c["summary"].startswith("3 injections in 12 months")
+    assert c["summary"] == "Recurrent pain after 3 injections in 12 months: refer to pain medicine"
 
 
 def test_r2_not_under_the_commercial_cap_of_four():

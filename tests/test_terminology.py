@@ -304,3 +304,33 @@ def test_a_broken_site_file_is_refused_at_load_with_its_name(tmp_path):
 def test_a_missing_site_folder_is_refused(tmp_path):
     with pytest.raises(TerminologyError, match="does not exist"):
         Terminology.load(tmp_path / "nowhere")
+
+
+def test_value_sets_load_from_a_zipped_package(tmp_path):
+    """spark-submit ships the package as a zip (--py-files): the built-in value sets must
+    be read from inside it, not looked for as files on disk."""
+    import subprocess
+    import sys
+    import zipfile
+
+    archive = tmp_path / "cards.zip"
+    root = BUILTIN_DIR.parent.parent
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for path in (root / "cards").rglob("*"):
+            if path.is_file() and "__pycache__" not in path.parts:
+                bundle.write(path, path.relative_to(root).as_posix())
+    script = (
+        "import cards.terminology as t; "
+        "assert '.zip' in t.__file__, t.__file__; "
+        "print(len(t.Terminology.load()))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={"PYTHONPATH": str(archive), "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert int(result.stdout) == len(list(BUILTIN_DIR.glob("*.json")))
