@@ -1,9 +1,9 @@
 """Cards sent, counted per day, service, topic, rule ids and indicator: what the
 governance report sets feedback against. Nothing about any patient is in it.
 
-Counts gather in the worker's memory and go to the store every 30 seconds and when the
+Counts gather in the worker's memory and go to the store every 10 seconds and when the
 worker exits, in a thread of their own: a hook call never waits for them. A worker killed
-outright loses at most its last 30 seconds of counts (the cards themselves were sent).
+outright loses at most its last 10 seconds of counts (the cards themselves were sent).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from cds_service.store import FeedbackStore, card_counts_table
 
 log = logging.getLogger(__name__)
-FLUSH_EVERY_SECONDS = 30.0
+FLUSH_EVERY_SECONDS = 10.0
 Key = tuple[str, str, str, str, str]  # day, service, topic, rules, indicator
 _LEDGERS: weakref.WeakSet[CardLedger] = weakref.WeakSet()
 
@@ -40,8 +40,7 @@ class CardLedger:
         self.clock = clock
         self._counts: Counter[Key] = Counter()
         self._lock = threading.Lock()
-        self._next_flush = time.monotonic() + FLUSH_EVERY_SECONDS
-        self._flushing = False
+        self._timer: threading.Timer | None = None
         _LEDGERS.add(self)
 
     def count(self, service_id: str, cards: Iterable[dict[str, Any]]) -> None:
@@ -51,16 +50,21 @@ class CardLedger:
                 rules = " ".join((card.get("extension") or {}).get("tpi-rules") or [])
                 topic = card["source"]["topic"]["code"]
                 self._counts[(day, service_id, topic, rules, card["indicator"])] += 1
-        if time.monotonic() >= self._next_flush and not self._flushing:
-            self._flushing = True
-            self._next_flush = time.monotonic() + FLUSH_EVERY_SECONDS
-            threading.Thread(target=self._flush_in_background, daemon=True).start()
+            if self._timer is None:
+                # Counts waiting: stored within FLUSH_EVERY_SECONDS, even if no call follows.
+                self._timer = threading.Timer(FLUSH_EVERY_SECONDS, self._flush_in_background)
+                self._timer.daemon = True
+                self._timer.start()
 
     def _flush_in_background(self) -> None:
-        try:
-            self.flush()
-        finally:
-            self._flushing = False
+        with self._lock:
+            self._timer = None
+        self.flush()
+        with self._lock:
+            if self._counts and self._timer is None:  # the store was down: try again later
+                self._timer = threading.Timer(FLUSH_EVERY_SECONDS, self._flush_in_background)
+                self._timer.daemon = True
+                self._timer.start()
 
     def flush(self) -> int:
         """Add the gathered counts to the store; kept for the next flush if it fails."""

@@ -520,3 +520,23 @@ def test_cards_sent_are_counted_per_day_topic_and_rules_for_governance(tmp_path)
     with state.store.engine.connect() as connection:
         total = sum(r.count for r in connection.execute(card_counts_table.select()))
     assert total == 9
+
+
+def test_card_counts_reach_the_store_without_another_call(tmp_path, monkeypatch):
+    """A quiet service still stores what it counted: a timer, not the next request."""
+    import time
+
+    from cds_service import ledger
+    from cds_service.store import card_counts_table
+
+    monkeypatch.setattr(ledger, "FLUSH_EVERY_SECONDS", 0.2)
+    client = memory_client(tmp_path)
+    client.post(SELECT, json=load_vignette(EVERYTHING))
+    store = client.application.extensions["tpi_cds"].store
+    deadline = time.monotonic() + 5
+    total = 0
+    while time.monotonic() < deadline and total < 4:
+        time.sleep(0.1)
+        with store.engine.connect() as connection:
+            total = sum(r.count for r in connection.execute(card_counts_table.select()))
+    assert total == 4

@@ -139,11 +139,13 @@ def topics_of(response: requests.Response) -> list[str]:
     return [c["source"]["topic"]["code"] for c in response.json()["cards"]]
 
 
-def play_ordering_session(first: str, second: str) -> None:
+def play_ordering_session(first: str, second: str) -> list[str]:
     """What the held-out EHR script does: select on one replica, sign on the other, snooze
-    the PT card, order again."""
+    the PT card, order again. Returns what must never be stored or logged in clear."""
     selected = load_vignette("referral-r1-two-failed-neck-tpis")
     selected["context"]["patientId"] = f"replica-{uuid.uuid4().hex[:8]}"
+    private = [selected["context"]["patientId"], "Alvarez", "Lucia"]
+    assert selected["prefetch"]["patient"]["name"][0]["family"] == "Alvarez"
     shown = post(first, "tpi-order-select", selected).json()
     # These services judge by the real calendar: the vignette's cards may shift with it,
     # what memory does with them may not.
@@ -167,6 +169,7 @@ def play_ordering_session(first: str, second: str) -> None:
     assert topics_of(post(first, "tpi-order-select", later)) == [
         t for t in shown_topics if t != "pt-integration"
     ]
+    return private
 
 
 def topics_of_cards(body) -> list[str]:
@@ -182,10 +185,15 @@ def test_two_replicas_share_memory_in_postgresql(tmp_path, store_url):  # noqa: 
     first = start_service(tmp_path / "a", **env)
     second = start_service(tmp_path / "b", **env)
     try:
-        play_ordering_session(first.base_url, second.base_url)
+        private = play_ordering_session(first.base_url, second.base_url)
     finally:
         first.stop()
         second.stop()
+    stored = postgres_dump(store_url)
+    assert "tpi_cds_sent_cards" in stored and "tpi_cds_snoozes" in stored
+    for text in (stored, first.log(), second.log()):
+        for secret in private:
+            assert secret not in text
 
 
 def test_two_replicas_share_memory_in_redis(tmp_path, redis_url):
@@ -193,10 +201,44 @@ def test_two_replicas_share_memory_in_redis(tmp_path, redis_url):
     first = start_service(tmp_path / "a", **env)
     second = start_service(tmp_path / "b", **env)
     try:
-        play_ordering_session(first.base_url, second.base_url)
+        private = play_ordering_session(first.base_url, second.base_url)
     finally:
         first.stop()
         second.stop()
+    stored = redis_dump(redis_url)
+    assert "tpi-cds:memory:snooze:" in stored
+    for text in (stored, first.log(), second.log()):
+        for secret in private:
+            assert secret not in text
+
+
+def postgres_dump(url: str) -> str:
+    """Every row of every table in the test's schema, as text."""
+    import psycopg
+
+    from cds_service.store import normalized_url
+
+    with psycopg.connect(normalized_url(url)) as connection:
+        tables = [
+            name
+            for (name,) in connection.execute(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = current_schema()"
+            )
+        ]
+        dump = [
+            f"{table}: {connection.execute(f'SELECT * FROM {table}').fetchall()!r}"
+            for table in tables
+        ]
+    return "\n".join(dump)
+
+
+def redis_dump(url: str) -> str:
+    """Every key and value of the test's Redis database, as text."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    return "\n".join(f"{key.decode()}={client.get(key)!r}" for key in client.scan_iter(count=1000))
 
 
 # -- a store that dies mid-run ------------------------------------------------------------
