@@ -172,10 +172,10 @@ def render(
         f"- Per patient, summed over all {embedded.patients}: parsing the kept lines again "
         f"{split['parse_s']:.1f} s, building the record (validating the resources with "
         f"fhir.resources) {split['record_s']:.1f} s, the rules {split['advise_s']:.1f} s",
-        "- Spark runs the same Python steps in its Python workers and adds the JVM start (the "
-        "second session reuses the running JVM, hence its short start), moving every line "
-        "from the JVM to Python and back to key it, and the shuffle; on 2 cores the JVM's "
-        "own threads compete with the Python workers.",
+        "- Spark runs the same Python steps in its Python workers (each reads its own byte "
+        "ranges of the files) and adds the JVM start (the second session reuses the running "
+        "JVM, hence its short start), the shuffle of the kept lines and the JVM's own "
+        "threads, which compete with the Python workers on 2 cores.",
         "",
     ]
     return "\n".join(lines)

@@ -113,3 +113,18 @@ def test_the_command_runs_on_spark(spark: Any, export: Path, tmp_path: Path) -> 
     summary = json.loads((spark_out / "summary.json").read_text("utf-8"))
     assert summary["run"]["engine"] == "spark"
     assert summary["patients"] == 44
+
+
+@pytest.mark.parametrize("split_bytes", [1, 7, 64, 1000, 10**6])
+def test_byte_ranges_give_every_line_once(tmp_path: Path, monkeypatch, split_bytes: int) -> None:
+    """Each executor reads its own byte range: a line belongs to the range its first
+    byte is in, whatever the range size, with CRLF endings and no final newline."""
+    from cds_service.screening import spark as spark_engine
+
+    lines = [b'{"resourceType":"Patient","id":"p%d"}' % i for i in range(40)]
+    lines[5] = b""  # a blank line is a line too
+    path = tmp_path / "Patient.ndjson"
+    path.write_bytes(b"\r\n".join(lines[:20]) + b"\r\n" + b"\n".join(lines[20:]))
+    monkeypatch.setattr(spark_engine, "SPLIT_BYTES", split_bytes)
+    splits = spark_engine.file_splits([path])
+    assert list(spark_engine.split_lines(splits)) == lines

@@ -22,6 +22,7 @@ from cds_service.screening.ndjson import (
     NOT_READ,
     OTHER_TYPE,
     classify_line,
+    open_lines,
     record_relevance,
 )
 from cds_service.screening.ndjson import export_files as _export_files
@@ -31,6 +32,7 @@ from cds_service.screening.worklist import engine_for, screen_safely, settings_k
 from cds_service.settings import EngineSettings
 
 SKIP = "\x00"  # key prefix of skipped lines (a FHIR id never holds a NUL)
+SPLIT_BYTES = 16 * 2**20  # one task reads this much of a file (gzip files: one task each)
 INSTALL_HINT = "pip install 'tpi-cds[spark]'"
 
 
@@ -85,7 +87,48 @@ def _active_session() -> Any:
     return SparkSession.getActiveSession()
 
 
-def key_lines(lines: Iterable[str], key: str) -> Iterator[tuple[str, str]]:
+def file_splits(files: Iterable[Path]) -> list[tuple[str, int, int]]:
+    """(path, start, end) byte ranges of about SPLIT_BYTES; end -1 is the whole file (a
+    gzip file cannot be entered in the middle)."""
+    splits = []
+    for path in files:
+        size = path.stat().st_size
+        if path.name.endswith(".gz") or size <= SPLIT_BYTES:
+            splits.append((str(path), 0, -1))
+            continue
+        splits += [
+            (str(path), start, min(start + SPLIT_BYTES, size))
+            for start in range(0, size, SPLIT_BYTES)
+        ]
+    return splits
+
+
+def split_lines(splits: Iterable[tuple[str, int, int]]) -> Iterator[bytes]:
+    """The lines of byte ranges, read by the executor itself, a range at a time (as
+    Hadoop's line reader splits text: a line belongs to the range its first byte is in).
+    Reading here, not through the JVM's text reader, spares every line a trip from the
+    JVM to Python, which kept a second core busy even in ``local[1]``."""
+    for name, start, end in splits:
+        if end < 0:
+            with open_lines(Path(name)) as source:
+                block = source.read()
+        else:
+            with open(name, "rb") as source:
+                if start > 0:
+                    source.seek(start - 1)
+                    start += len(source.readline()) - 1  # the line begun before is not ours
+                source.seek(start)
+                block = source.read(max(0, end - start)) if start < end else b""
+                if block and not block.endswith(b"\n"):
+                    block += source.readline()  # the last line runs past the range
+        lines = block.split(b"\n")
+        if lines[-1] == b"":
+            lines.pop()  # after the last newline there is no line
+        for line in lines:
+            yield line.rstrip(b"\r")
+
+
+def key_lines(lines: Iterable[str | bytes], key: str) -> Iterator[tuple[str, str | bytes]]:
     """(patient id, line) for each line to screen; then, per reason, one (SKIP + why,
     count) for the lines skipped, so skipped lines are counted, not shuffled."""
     relevant = record_relevance(engine_for(key).terminology)
@@ -155,9 +198,12 @@ def screen_spark(
             groups = partitions or max(2, parallel * 4)
             key = settings_key(settings)
             progress.note(f"screening {len(files)} files on Spark ({context.master})")
-            # one RDD per file (a comma in a path would split a joined list), then one union
-            lines = context.union([context.textFile(str(f), minPartitions=1) for f in files])
-            keyed = lines.mapPartitions(lambda part: key_lines(part, key))
+            # Byte ranges of the files, one task each: the executors read their own lines
+            # (the export folder must be at the same path on every executor, as for any
+            # local-path input of Spark).
+            splits = file_splits(files)
+            ranges = context.parallelize(splits, len(splits))
+            keyed = ranges.mapPartitions(lambda part: key_lines(split_lines(part), key))
             grouped = keyed.groupByKey(numPartitions=groups)
             results = grouped.mapPartitions(
                 lambda part: screen_partition(part, today, key)

@@ -75,18 +75,9 @@ def settings_key(settings: EngineSettings) -> str:
 
 @lru_cache(maxsize=4)
 def engine_for(key: str) -> Engine:
-    """One engine per process and settings (value sets are loaded once).
-
-    The built-in value sets are read as files: imported from a zip (a wheel given to
-    spark-submit with ``--py-files``) the package finds none, so that is said plainly.
-    """
-    engine = EngineSettings(**json.loads(key)).build_engine()
-    if len(engine.terminology) == 0:
-        raise RuntimeError(
-            "tpi-cds found no value sets: the package seems to be imported from a zip "
-            "(spark-submit --py-files); install the wheel in the executors' Python instead"
-        )
-    return engine
+    """One engine per process and settings (value sets are loaded once; a package
+    without them is refused by ``Terminology.load``)."""
+    return EngineSettings(**json.loads(key)).build_engine()
 
 
 def screen_patient(
