@@ -47,7 +47,14 @@ LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
 def use_multiprocess_dir(folder: str | None) -> str:
     """Before any worker starts (and before prometheus_client is imported): the folder the
     workers share, emptied — figures of an earlier run must not be added to this one's."""
-    path = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="tpi-cds-metrics-"))
+    if folder:
+        path = Path(folder)
+    else:
+        # In memory when the system offers it (/dev/shm): every counter update writes its
+        # memory-mapped file, which on disk the kernel would keep writing back.
+        shm = Path("/dev/shm")
+        where = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+        path = Path(tempfile.mkdtemp(prefix="tpi-cds-metrics-", dir=where))
     if path.exists():
         for child in path.iterdir():
             if child.is_file() and child.suffix == ".db":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import os
+import shutil
 import sys
 from typing import Any
 
@@ -28,6 +29,7 @@ class GunicornService(BaseApplication):
     def __init__(self, settings: ServiceSettings, app_factory: Any = None) -> None:
         self.settings = settings
         self.app_factory = app_factory
+        self.own_metrics_dir: str | None = None  # made here: removed when the master exits
         super().__init__()
 
     def load_config(self) -> None:
@@ -51,6 +53,7 @@ class GunicornService(BaseApplication):
             from cds_service.metrics import worker_exited
 
             self.cfg.set("child_exit", lambda _server, worker: worker_exited(worker.pid))
+            self.cfg.set("on_exit", lambda _server: self.remove_metrics_dir())
         if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 25.1
             options["control_socket_disable"] = True  # replicas on one host would share it
         for key, value in options.items():
@@ -67,7 +70,9 @@ class GunicornService(BaseApplication):
                 # metrics folder, so /metrics adds up every worker's figures.
                 from cds_service.metrics import use_multiprocess_dir
 
-                use_multiprocess_dir(self.settings.metrics_dir)
+                folder = use_multiprocess_dir(self.settings.metrics_dir)
+                if not self.settings.metrics_dir:
+                    self.own_metrics_dir = folder
             from cds_service.app import create_app
 
             app = create_app(self.settings)
@@ -75,6 +80,11 @@ class GunicornService(BaseApplication):
         from cds_service.ledger import flush_all
 
         return asgi(app, self.settings.max_body_bytes, on_shutdown=flush_all)
+
+
+    def remove_metrics_dir(self) -> None:
+        if self.own_metrics_dir:
+            shutil.rmtree(self.own_metrics_dir, ignore_errors=True)
 
 
 def tune_gc() -> None:
