@@ -181,23 +181,23 @@ REPLICA_ENV = {"TPI_CDS_AUTH_DISABLED": "true"}
 
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
 def test_two_replicas_share_memory_in_postgresql(tmp_path, store_url):  # noqa: F811
-    env = {**REPLICA_ENV, "TPI_CDS_DATABASE_URL": store_url}
-    first = start_service(tmp_path / "a", **env)
-    second = start_service(tmp_path / "b", **env)
-    try:
-        private = play_ordering_session(first.base_url, second.base_url)
-    finally:
-        first.stop()
-        second.stop()
+    logs, private = replicas_play(tmp_path, TPI_CDS_DATABASE_URL=store_url)
     stored = postgres_dump(store_url)
     assert "tpi_cds_sent_cards" in stored and "tpi_cds_snoozes" in stored
-    for text in (stored, first.log(), second.log()):
-        for secret in private:
-            assert secret not in text
+    assert_nothing_in_clear(private, stored, *logs)
 
 
 def test_two_replicas_share_memory_in_redis(tmp_path, redis_url):
-    env = {**REPLICA_ENV, "TPI_CDS_REDIS_URL": redis_url}
+    logs, private = replicas_play(tmp_path, TPI_CDS_REDIS_URL=redis_url)
+    stored = redis_dump(redis_url)
+    assert "tpi-cds:memory:snooze:" in stored
+    assert_nothing_in_clear(private, stored, *logs)
+
+
+def replicas_play(tmp_path, **store: str) -> tuple[list[str], list[str]]:
+    """Two gunicorn replicas sharing one store play an ordering session: their logs, and
+    what must never be stored or logged in clear."""
+    env = {**REPLICA_ENV, **store}
     first = start_service(tmp_path / "a", **env)
     second = start_service(tmp_path / "b", **env)
     try:
@@ -205,9 +205,11 @@ def test_two_replicas_share_memory_in_redis(tmp_path, redis_url):
     finally:
         first.stop()
         second.stop()
-    stored = redis_dump(redis_url)
-    assert "tpi-cds:memory:snooze:" in stored
-    for text in (stored, first.log(), second.log()):
+    return [first.log(), second.log()], private
+
+
+def assert_nothing_in_clear(private: list[str], *texts: str) -> None:
+    for text in texts:
         for secret in private:
             assert secret not in text
 
