@@ -34,7 +34,7 @@ from cds_service.feedback import InvalidFeedbackError, parse_feedback
 from cds_service.fetching import FetchLimits, FhirFetcher
 from cds_service.ledger import CardLedger
 from cds_service.logs import configure_logging
-from cds_service.memory import CardMemory, SentCard, backend_for, snooze_days
+from cds_service.memory import CardMemory, SentCard, backend_for
 from cds_service.metrics import Metrics, ScrapeAllowList
 from cds_service.replay import Budget, RedisReplayGuard, ReplayGuard, SqlReplayGuard
 from cds_service.services import SERVICES_BY_ID, discovery_document
@@ -343,7 +343,6 @@ def hook(service_id: str) -> Response:
     except InvalidRequestError as exc:
         return operation_outcome(400, str(exc))
     except MissingPrefetchError as exc:
-        _count_withheld(service.id)
         return operation_outcome(
             412,
             f"prefetch lacks {', '.join(exc.keys)} and it could not be fetched from fhirServer",
@@ -419,16 +418,16 @@ def feedback(service_id: str) -> Response:
         )
         response.headers["Retry-After"] = "5"
         return response
-    snoozed = state.memory.snooze_from_feedback(entries, known)
-    if snoozed:
-        g.observed["snoozes"] = snoozed
+    snoozed_topics = state.memory.snooze_from_feedback(entries, known)
+    if snoozed_topics:
+        g.observed["snoozes"] = len(snoozed_topics)
     if state.metrics is not None:
-        _count_feedback(state.metrics, service_id, entries, known if snoozed else {})
+        _count_feedback(state.metrics, service_id, entries, snoozed_topics)
     return Response(json.dumps({"stored": len(entries)}), mimetype="application/json")
 
 
 def _count_feedback(
-    metrics: Metrics, service_id: str, entries: list[FeedbackEntry], snoozed: dict[str, SentCard]
+    metrics: Metrics, service_id: str, entries: list[FeedbackEntry], snoozed_topics: list[str]
 ) -> None:
     metrics.store("feedback", True)
     for entry in entries:
@@ -436,9 +435,8 @@ def _count_feedback(
         metrics.feedback_entry(
             service_id, entry.card_topic, entry.outcome, str(reason.get("code") or "none")
         )
-        card = snoozed.get(entry.card_uuid)
-        if card is not None and snooze_days(entry) is not None:
-            metrics.snooze_started(card.topic)
+    for topic in snoozed_topics:
+        metrics.snooze_started(topic)
 
 
 def _with_card(entry: FeedbackEntry, card: SentCard | None) -> FeedbackEntry:

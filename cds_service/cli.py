@@ -111,16 +111,7 @@ def _main(argv: list[str] | None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     evaluate.add_argument("request", help="a CDS Hooks request JSON file, or - for stdin")
-    evaluate.add_argument(
-        "--today",
-        type=_iso_date,
-        help="the date to judge by, YYYY-MM-DD (default: today in TPI_CDS_TIMEZONE, UTC)",
-    )
-    evaluate.add_argument(
-        "--profile",
-        choices=sorted(PROFILES),
-        help="the site's default policy profile, used when the request's coverage does not decide",
-    )
+    add_judging_options(evaluate)
     report = commands.add_parser(
         "report",
         help="write the governance report (card gallery, rule catalogue, feedback analytics)",
@@ -128,7 +119,7 @@ def _main(argv: list[str] | None) -> int:
     )
     report.add_argument("out_dir", help="the folder to write index.html into")
     report.add_argument("--config", help="a TOML configuration file (TPI_CDS_CONFIG)")
-    screen_command.add_parser(commands, _iso_date)
+    screen_command.add_parser(commands, add_judging_options)
     args = parser.parse_args(argv)
     if args.command == "report":
         return _report(Path(args.out_dir), args.config)
@@ -278,6 +269,20 @@ def _read_request(source: str) -> Any:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequestError(f"malformed JSON at line {exc.lineno}: {exc.msg}") from exc
+
+
+def add_judging_options(parser: argparse.ArgumentParser) -> None:
+    """``--today`` and ``--profile``: what ``evaluate`` and ``screen`` judge by."""
+    parser.add_argument(
+        "--today",
+        type=_iso_date,
+        help="the date to judge by, YYYY-MM-DD (default: today in TPI_CDS_TIMEZONE, UTC)",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        help="the site's default policy profile, used when the patient's coverage does not decide",
+    )
 
 
 def _iso_date(text: str) -> date:

@@ -115,10 +115,6 @@ class SqlMemory:
         # The driver's placeholder: SQLite's "?", psycopg's "%s".
         self._mark = "?" if store.engine.dialect.paramstyle == "qmark" else "%s"
 
-    @property
-    def label(self) -> str:
-        return "SQL"
-
     def stored_secret(self) -> bytes:
         """The deployment's secret: made once by whichever process asks first."""
         self.store.ensure_schema()
@@ -311,10 +307,6 @@ class RedisMemory:
         import redis
 
         self.client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-
-    @property
-    def label(self) -> str:
-        return "Redis"
 
     def stored_secret(self) -> bytes:
         key = f"{REDIS_PREFIX}secret"
@@ -607,7 +599,8 @@ class CardMemory:
             return list(advised)
         kept = [a for a in advised if a.topic == "tpi-safety" or keys.repeat(a) not in seen]
         if len(kept) < len(advised):
-            observe["repeatedTopics"] = [a.topic for a in advised if a not in kept]
+            shown = {id(a) for a in kept}
+            observe["repeatedTopics"] = [a.topic for a in advised if id(a) not in shown]
         return kept
 
     # -- feedback -----------------------------------------------------------------------
@@ -621,10 +614,12 @@ class CardMemory:
 
     def snooze_from_feedback(
         self, entries: Sequence[FeedbackEntry], known: dict[str, SentCard]
-    ) -> int:
-        """Snoozes for overrides with a snooze reason on remembered PT and referral cards."""
+    ) -> list[str]:
+        """Snoozes for overrides with a snooze reason on remembered PT and referral cards:
+        the topic of each entry that started one (none when they could not be stored)."""
         now = self.clock()
         snoozes: dict[str, Snooze] = {}
+        topics: list[str] = []
         for entry in entries:
             days = snooze_days(entry)
             card = known.get(entry.card_uuid)
@@ -635,19 +630,20 @@ class CardMemory:
             if expires <= now:
                 continue
             reason = f"snooze-{days}"
+            topics.append(card.topic)
             for group, key in card.snooze_keys.items():
                 snoozes[key] = Snooze(key, card.topic, group, reason, started, expires)
         if not snoozes:
-            return 0
+            return []
         ok, _ = self._call(
             "storing snoozes", lambda: self.backend.add_snoozes(list(snoozes.values()))
         )
-        return len(snoozes) if ok else 0
+        return topics if ok else []
 
     # -- upkeep -----------------------------------------------------------------------
 
     def _maybe_purge(self) -> None:
-        """Expired entries go in the budget's threads, never on a request's time."""
+        """Expired entries go in a thread of their own, never on a request's time."""
         if time.monotonic() < self._next_purge or self._purging:
             return
         with self._lock:

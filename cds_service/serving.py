@@ -81,7 +81,6 @@ class GunicornService(BaseApplication):
 
         return asgi(app, self.settings.max_body_bytes, on_shutdown=flush_all)
 
-
     def remove_metrics_dir(self) -> None:
         if self.own_metrics_dir:
             shutil.rmtree(self.own_metrics_dir, ignore_errors=True)

@@ -12,7 +12,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from cards.policy import PROFILES
 from cds_service.screening.progress import Progress
 from cds_service.screening.result import ScreenResult
 from cds_service.screening.worklist import finding_counts, write_outputs
@@ -38,8 +37,9 @@ exit codes:
   4  the Bulk Data export failed (refused, failed job, timed out)"""
 
 
-def add_parser(commands: Any, iso_date: Callable[[str], date]) -> None:
-    """The ``screen`` subcommand, added to the command line's subparsers."""
+def add_parser(commands: Any, judging_options: Callable[[argparse.ArgumentParser], None]) -> None:
+    """The ``screen`` subcommand, added to the command line's subparsers (``--today`` and
+    ``--profile`` as the command line defines them for ``evaluate`` too)."""
     screen = commands.add_parser(
         "screen",
         help="screen a population (Bulk Data export) and write a worklist",
@@ -60,16 +60,7 @@ def add_parser(commands: Any, iso_date: Callable[[str], date]) -> None:
     screen.add_argument("--out", type=Path, required=True, help="folder for the worklist")
     screen.add_argument("--engine", choices=ENGINES, default="embedded")
     screen.add_argument("--master", help="Spark master URL (default local[*])")
-    screen.add_argument(
-        "--today",
-        type=iso_date,
-        help="the date to judge by, YYYY-MM-DD (default: today in TPI_CDS_TIMEZONE, UTC)",
-    )
-    screen.add_argument(
-        "--profile",
-        choices=sorted(PROFILES),
-        help="the site's default policy profile, used when a patient's coverage does not decide",
-    )
+    judging_options(screen)
     screen.add_argument(
         "--keep-export",
         type=Path,
